@@ -1,0 +1,31 @@
+//! The one `App`: every dependency a handler needs, built once at start and
+//! shared as `Arc<App>`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{auth::cache::KeyCache, config::Config, store::Store};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    /// Resolved device and API keys (see `auth::cache`).
+    pub keys: KeyCache,
+    /// How many credential checks reached the database (observability, and
+    /// the proof that malformed secrets never do).
+    pub auth_db_lookups: AtomicU64,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store) -> Self {
+        Self {
+            config,
+            store,
+            keys: KeyCache::default(),
+            auth_db_lookups: AtomicU64::new(0),
+        }
+    }
+
+    pub fn auth_db_lookups(&self) -> u64 {
+        self.auth_db_lookups.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,161 @@
+//! Authentication and privileges.
+//!
+//! The auth layer ([`layer::authenticate`]) turns the bearer secret into a
+//! [`Credential`] in the request extensions. Handlers never read headers: they
+//! ask for the privilege they need ([`require_device`], [`require_read`],
+//! [`require_write`]), and `core` functions take those typed privileges, so an
+//! admin operation cannot be called without an admin principal.
+
+pub mod cache;
+pub mod layer;
+pub mod secret;
+
+use std::net::IpAddr;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// A paired device, authenticated by its `swrm_dk_` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicePrincipal {
+    pub org_id: Uuid,
+    pub device_id: Uuid,
+    pub key_id: Uuid,
+}
+
+/// An organization API key (`swrm_ak_`) and its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrgKeyPrincipal {
+    pub org_id: Uuid,
+    pub key_id: Uuid,
+    pub role: Role,
+}
+
+/// What the auth layer found on a request.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    None,
+    Device(DevicePrincipal),
+    OrgKey(OrgKeyPrincipal),
+    /// Well-formed `swrm_pt_` bearer; checked by `pair` itself.
+    ProvisioningToken(String),
+    /// Well-formed `swrm_ec_` bearer; checked by `enroll` itself.
+    EnrollmentCode(String),
+    /// Malformed, unknown, expired or revoked: the reason for the 401.
+    Rejected(&'static str),
+}
+
+impl Credential {
+    /// The id logged for the request: a device id or an API key id.
+    pub fn log_id(&self) -> Option<Uuid> {
+        match self {
+            Credential::Device(d) => Some(d.device_id),
+            Credential::OrgKey(k) => Some(k.key_id),
+            _ => None,
+        }
+    }
+}
+
+/// The source IP the server saw (set by the auth layer for every request).
+#[derive(Clone, Copy, Debug)]
+pub struct SourceIp(pub IpAddr);
+
+/// Read access to one organization's data. Only [`require_read`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct OrgRead {
+    org_id: Uuid,
+}
+
+/// Write access to one organization's data. Only [`require_write`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct OrgWrite {
+    org_id: Uuid,
+}
+
+impl OrgRead {
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+}
+
+impl OrgWrite {
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+    pub fn read(&self) -> OrgRead {
+        OrgRead {
+            org_id: self.org_id,
+        }
+    }
+}
+
+fn unauthenticated(credential: &Credential) -> Error {
+    Error::Unauthenticated(
+        match credential {
+            Credential::None => "missing bearer token (Authorization: Bearer <key>)",
+            Credential::Rejected(why) => why,
+            Credential::ProvisioningToken(_) | Credential::EnrollmentCode(_) => {
+                "this route takes a device key or an organization API key, not a provisioning token or enrollment code"
+            }
+            Credential::Device(_) | Credential::OrgKey(_) => "unauthenticated",
+        }
+        .to_owned(),
+    )
+}
+
+pub fn require_device(credential: &Credential) -> Result<DevicePrincipal> {
+    match credential {
+        Credential::Device(d) => Ok(*d),
+        Credential::OrgKey(_) => Err(Error::PermissionDenied(
+            "device routes take a device key (swrm_dk_), not an organization API key".into(),
+        )),
+        other => Err(unauthenticated(other)),
+    }
+}
+
+pub fn require_read(credential: &Credential) -> Result<OrgRead> {
+    match credential {
+        Credential::OrgKey(k) => Ok(OrgRead { org_id: k.org_id }),
+        Credential::Device(_) => Err(Error::PermissionDenied(
+            "admin routes take an organization API key (swrm_ak_), not a device key".into(),
+        )),
+        other => Err(unauthenticated(other)),
+    }
+}
+
+pub fn require_write(credential: &Credential) -> Result<OrgWrite> {
+    let read = require_read(credential)?;
+    match credential {
+        Credential::OrgKey(k) if k.role == Role::Viewer => {
+            Err(Error::PermissionDenied("a viewer key may only read".into()))
+        }
+        _ => Ok(OrgWrite {
+            org_id: read.org_id,
+        }),
+    }
+}

@@ -1,0 +1,70 @@
+//! Server configuration: every flag is also an environment variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Where state lives; shared by `swrm serve` and `swrm admin`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StorageArgs {
+    /// Folder for the embedded SQLite database (and blobs).
+    #[arg(long, env = "SWRM_DATA_DIR", default_value = "./swrm-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Default:
+    /// `sqlite://<data-dir>/swrm.db`.
+    #[arg(long, env = "SWRM_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StorageArgs {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("swrm.db").display()),
+        }
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Address for REST, gRPC and gRPC-web (one port).
+    #[arg(long, env = "SWRM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Base URL devices use to reach this server (for `/config` endpoints).
+    /// Default: taken from each request's Host header.
+    #[arg(long, env = "SWRM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How often devices should send a heartbeat; a device is offline after
+    /// three missed intervals.
+    #[arg(long, env = "SWRM_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub heartbeat_interval_seconds: u32,
+    /// Lifetime of a provisioning token.
+    #[arg(long, env = "SWRM_PROVISIONING_TOKEN_TTL_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub provisioning_token_ttl_seconds: u64,
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "SWRM_MAX_JSON_BYTES", default_value_t = 1024 * 1024)]
+    pub max_json_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for an embedded server in `data_dir` (what tests start from).
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            storage: StorageArgs {
+                data_dir: data_dir.into(),
+                database_url: None,
+            },
+            public_url: None,
+            heartbeat_interval_seconds: 30,
+            provisioning_token_ttl_seconds: 86_400,
+            max_json_bytes: 1024 * 1024,
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_seconds.into())
+    }
+}

@@ -1,0 +1,109 @@
+//! What a paired device does for itself: heartbeat and bootstrap config.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use std::net::IpAddr;
+
+use super::{devices, orgs, places, sensor_types, validate};
+use crate::{
+    app::App,
+    auth::DevicePrincipal,
+    error::{Error, Result},
+    store::entities::{device, device_group, location, organization},
+};
+
+pub struct Heartbeat {
+    pub firmware_version: Option<String>,
+    pub uptime_seconds: Option<u64>,
+    pub ip_address: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Records liveness; returns the server time the heartbeat was recorded at.
+pub async fn heartbeat(
+    app: &App,
+    who: &DevicePrincipal,
+    hb: Heartbeat,
+    source_ip: IpAddr,
+) -> Result<DateTime<Utc>> {
+    let firmware_version =
+        validate::short_text("firmware_version", hb.firmware_version.as_deref())?;
+    let hostname = validate::short_text("hostname", hb.hostname.as_deref())?;
+    let reported_ip = match hb.ip_address.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| Error::invalid("ip_address must be an IPv4 or IPv6 address"))?
+                .to_string(),
+        ),
+    };
+    let uptime = match hb.uptime_seconds {
+        None => None,
+        Some(s) => {
+            Some(i64::try_from(s).map_err(|_| Error::invalid("uptime_seconds is too large"))?)
+        }
+    };
+    let now = Utc::now();
+    let tx = app.store.org_tx(who.org_id).await?;
+    let mut update = device::Entity::update_many()
+        .col_expr(device::Column::LastSeenAt, Some(now).into())
+        .col_expr(device::Column::SourceIp, Some(source_ip.to_string()).into());
+    if let Some(v) = firmware_version {
+        update = update.col_expr(device::Column::FirmwareVersion, Some(v).into());
+    }
+    if let Some(v) = uptime {
+        update = update.col_expr(device::Column::UptimeSeconds, Some(v).into());
+    }
+    if let Some(v) = reported_ip {
+        update = update.col_expr(device::Column::ReportedIp, Some(v).into());
+    }
+    if let Some(v) = hostname {
+        update = update.col_expr(device::Column::Hostname, Some(v).into());
+    }
+    let done = update
+        .filter(device::Column::Id.eq(who.device_id))
+        .filter(device::Column::OrgId.eq(tx.org_id()))
+        .exec(tx.conn())
+        .await?;
+    if done.rows_affected == 0 {
+        return Err(Error::Unauthenticated("device no longer exists".into()));
+    }
+    tx.commit().await?;
+    Ok(now)
+}
+
+pub struct DeviceConfig {
+    pub device: device::Model,
+    pub org: organization::Model,
+    pub group: Option<device_group::Model>,
+    pub location: Option<location::Model>,
+    pub sensor_keys: Vec<String>,
+}
+
+pub async fn config(app: &App, who: &DevicePrincipal) -> Result<DeviceConfig> {
+    let tx = app.store.org_tx(who.org_id).await?;
+    let device = devices::find_by_id(&tx, who.device_id).await?;
+    let location = match device.location_id {
+        Some(id) => Some(places::find_location(&tx, id).await?),
+        None => None,
+    };
+    let group = match device.group_id {
+        Some(id) => Some(places::find_group(&tx, id).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    let org = orgs::get_org(&app.store, who.org_id).await?;
+    // Per-device or per-group sensor lists arrive with the ingest issue; until
+    // then every registered key is expected.
+    let sensor_keys = sensor_types::BUILT_IN
+        .iter()
+        .map(|t| t.key.to_owned())
+        .collect();
+    Ok(DeviceConfig {
+        device,
+        org,
+        group,
+        location,
+        sensor_keys,
+    })
+}

@@ -1,0 +1,305 @@
+//! Devices as operators manage them: create, list, assign, and their secrets
+//! (provisioning tokens, device keys).
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter,
+};
+use uuid::Uuid;
+
+use super::{new_id, page::PageRequest, places, validate};
+use crate::{
+    app::App,
+    auth::{OrgRead, OrgWrite, secret},
+    error::{Error, Result},
+    store::{
+        OrgTx,
+        entities::{device, device_key, provisioning_token},
+    },
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Online,
+    Offline,
+    NeverSeen,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Online => "online",
+            DeviceStatus::Offline => "offline",
+            DeviceStatus::NeverSeen => "never_seen",
+        }
+    }
+}
+
+/// Online while the last heartbeat is within three heartbeat intervals.
+pub fn status(
+    device: &device::Model,
+    interval: std::time::Duration,
+    now: DateTime<Utc>,
+) -> DeviceStatus {
+    match device.last_seen_at {
+        None => DeviceStatus::NeverSeen,
+        Some(seen) if now - seen <= Duration::from_std(interval * 3).unwrap_or(Duration::MAX) => {
+            DeviceStatus::Online
+        }
+        Some(_) => DeviceStatus::Offline,
+    }
+}
+
+pub struct NewDevice {
+    pub name: String,
+    pub location_id: Option<String>,
+    pub group_id: Option<String>,
+    pub tags: Vec<String>,
+}
+
+pub struct ProvisioningToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn create_device(
+    app: &App,
+    access: &OrgWrite,
+    input: NewDevice,
+) -> Result<(device::Model, ProvisioningToken)> {
+    let name = validate::name("name", &input.name)?;
+    let tags = validate::tags(&input.tags)?;
+    let location_id = validate::opt_uuid("location_id", input.location_id.as_deref())?;
+    let group_id = validate::opt_uuid("group_id", input.group_id.as_deref())?;
+    let tx = app.store.org_tx(access.org_id()).await?;
+    if let Some(id) = location_id {
+        places::find_location(&tx, id).await?;
+    }
+    if let Some(id) = group_id {
+        places::find_group(&tx, id).await?;
+    }
+    let device = device::Entity::insert(device::ActiveModel {
+        id: Set(new_id()),
+        org_id: Set(tx.org_id()),
+        name: Set(name),
+        serial_number: Set(None),
+        hardware_model: Set(None),
+        location_id: Set(location_id),
+        group_id: Set(group_id),
+        tags: Set(validate::tags_to_json(&tags)),
+        firmware_version: Set(None),
+        uptime_seconds: Set(None),
+        reported_ip: Set(None),
+        source_ip: Set(None),
+        hostname: Set(None),
+        last_seen_at: Set(None),
+        created_at: Set(Utc::now()),
+    })
+    .exec_with_returning(tx.conn())
+    .await?;
+    let token = issue_provisioning_token(app, &tx, device.id).await?;
+    tx.commit().await?;
+    Ok((device, token))
+}
+
+/// Issues a fresh one-time token for the device; earlier unused ones stop working.
+async fn issue_provisioning_token(
+    app: &App,
+    tx: &OrgTx,
+    device_id: Uuid,
+) -> Result<ProvisioningToken> {
+    let now = Utc::now();
+    provisioning_token::Entity::update_many()
+        .col_expr(provisioning_token::Column::RevokedAt, now.into())
+        .filter(provisioning_token::Column::OrgId.eq(tx.org_id()))
+        .filter(provisioning_token::Column::DeviceId.eq(device_id))
+        .filter(provisioning_token::Column::UsedAt.is_null())
+        .filter(provisioning_token::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    let secret = secret::generate(secret::SecretKind::ProvisioningToken);
+    let ttl = Duration::seconds(app.config.provisioning_token_ttl_seconds as i64);
+    let expires_at = now + ttl;
+    provisioning_token::Entity::insert(provisioning_token::ActiveModel {
+        id: Set(new_id()),
+        org_id: Set(tx.org_id()),
+        device_id: Set(device_id),
+        secret_hash: Set(secret.hash),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        used_at: Set(None),
+        revoked_at: Set(None),
+    })
+    .exec(tx.conn())
+    .await?;
+    Ok(ProvisioningToken {
+        token: secret.plaintext,
+        expires_at,
+    })
+}
+
+pub async fn new_provisioning_token(
+    app: &App,
+    access: &OrgWrite,
+    id: &str,
+) -> Result<ProvisioningToken> {
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let device = find(&tx, id).await?;
+    let token = issue_provisioning_token(app, &tx, device.id).await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// The device with this id in the transaction's organization, or 404.
+pub async fn find(tx: &OrgTx, id: &str) -> Result<device::Model> {
+    let id = validate::path_id("device", id)?;
+    find_by_id(tx, id).await
+}
+
+pub async fn find_by_id(tx: &OrgTx, id: Uuid) -> Result<device::Model> {
+    device::Entity::find_by_id(id)
+        .filter(device::Column::OrgId.eq(tx.org_id()))
+        .one(tx.conn())
+        .await?
+        .ok_or_else(|| Error::not_found("device"))
+}
+
+pub async fn get_device(app: &App, access: &OrgRead, id: &str) -> Result<device::Model> {
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let device = find(&tx, id).await?;
+    tx.commit().await?;
+    Ok(device)
+}
+
+pub async fn list_devices(
+    app: &App,
+    access: &OrgRead,
+    page: PageRequest,
+) -> Result<(Vec<device::Model>, String)> {
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let select = device::Entity::find().filter(device::Column::OrgId.eq(tx.org_id()));
+    let out = page
+        .fetch(select, device::Column::Id, tx.conn(), |m| m.id)
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub struct DeviceUpdate {
+    pub name: Option<String>,
+    /// `Some("")` unassigns.
+    pub location_id: Option<String>,
+    /// `Some("")` unassigns.
+    pub group_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+pub async fn update_device(
+    app: &App,
+    access: &OrgWrite,
+    id: &str,
+    update: DeviceUpdate,
+) -> Result<device::Model> {
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let device = find(&tx, id).await?;
+    let mut active: device::ActiveModel = device.into();
+    if let Some(name) = &update.name {
+        active.name = Set(validate::name("name", name)?);
+    }
+    if let Some(location) = &update.location_id {
+        let id = validate::opt_uuid("location_id", Some(location))?;
+        if let Some(id) = id {
+            places::find_location(&tx, id).await?;
+        }
+        active.location_id = Set(id);
+    }
+    if let Some(group) = &update.group_id {
+        let id = validate::opt_uuid("group_id", Some(group))?;
+        if let Some(id) = id {
+            places::find_group(&tx, id).await?;
+        }
+        active.group_id = Set(id);
+    }
+    if let Some(tags) = &update.tags {
+        active.tags = Set(validate::tags_to_json(&validate::tags(tags)?));
+    }
+    let device = active.update(tx.conn()).await?;
+    tx.commit().await?;
+    Ok(device)
+}
+
+/// Inserts a new device key; used by pairing, enrollment and rotation.
+pub async fn insert_device_key(tx: &OrgTx, device_id: Uuid) -> Result<String> {
+    let secret = secret::generate(secret::SecretKind::DeviceKey);
+    device_key::Entity::insert(device_key::ActiveModel {
+        id: Set(new_id()),
+        org_id: Set(tx.org_id()),
+        device_id: Set(device_id),
+        secret_hash: Set(secret.hash),
+        created_at: Set(Utc::now()),
+        expires_at: Set(None),
+        revoked_at: Set(None),
+    })
+    .exec(tx.conn())
+    .await?;
+    Ok(secret.plaintext)
+}
+
+/// A new device key; the old ones keep working for `grace_seconds` (0: stop now).
+pub async fn rotate_key(
+    app: &App,
+    access: &OrgWrite,
+    id: &str,
+    grace_seconds: u32,
+) -> Result<String> {
+    const MAX_GRACE: u32 = 7 * 24 * 3600;
+    if grace_seconds > MAX_GRACE {
+        return Err(Error::invalid(format!(
+            "grace_seconds must be at most {MAX_GRACE}"
+        )));
+    }
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let device = find(&tx, id).await?;
+    let now = Utc::now();
+    let live = device_key::Column::RevokedAt.is_null();
+    if grace_seconds == 0 {
+        device_key::Entity::update_many()
+            .col_expr(device_key::Column::RevokedAt, now.into())
+            .filter(device_key::Column::DeviceId.eq(device.id))
+            .filter(live)
+            .exec(tx.conn())
+            .await?;
+    } else {
+        let end = now + Duration::seconds(grace_seconds.into());
+        device_key::Entity::update_many()
+            .col_expr(device_key::Column::ExpiresAt, Some(end).into())
+            .filter(device_key::Column::DeviceId.eq(device.id))
+            .filter(live)
+            .filter(
+                device_key::Column::ExpiresAt
+                    .is_null()
+                    .or(device_key::Column::ExpiresAt.gt(end)),
+            )
+            .exec(tx.conn())
+            .await?;
+    }
+    let key = insert_device_key(&tx, device.id).await?;
+    tx.commit().await?;
+    app.keys.evict_device(device.id);
+    Ok(key)
+}
+
+/// Revokes every key of the device; its next request is 401.
+pub async fn revoke_keys(app: &App, access: &OrgWrite, id: &str) -> Result<(Uuid, u64)> {
+    let tx = app.store.org_tx(access.org_id()).await?;
+    let device = find(&tx, id).await?;
+    let done = device_key::Entity::update_many()
+        .col_expr(device_key::Column::RevokedAt, Utc::now().into())
+        .filter(device_key::Column::DeviceId.eq(device.id))
+        .filter(device_key::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await?;
+    app.keys.evict_device(device.id);
+    Ok((device.id, done.rows_affected))
+}

@@ -1,0 +1,200 @@
+//! `swrm.v1.AdminService`. Methods not listed here answer UNIMPLEMENTED
+//! (the generated default) until their issue lands.
+
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+use super::{convert, credential};
+use crate::{
+    app::App,
+    auth::{require_read, require_write},
+    core::{devices, page::PageRequest, places, rfc3339},
+    proto::{self, admin_service_server::AdminService},
+};
+
+pub struct AdminApi {
+    app: Arc<App>,
+}
+
+impl AdminApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    fn device(&self, m: &crate::store::entities::device::Model) -> proto::Device {
+        convert::device(m, self.app.config.heartbeat_interval())
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_device(
+        &self,
+        req: Request<proto::CreateDeviceRequest>,
+    ) -> Reply<proto::CreateDeviceResponse> {
+        let access = require_write(credential(&req))?;
+        let body = req.into_inner();
+        let (device, token) = devices::create_device(
+            &self.app,
+            &access,
+            devices::NewDevice {
+                name: body.name,
+                location_id: body.location_id,
+                group_id: body.group_id,
+                tags: body.tags,
+            },
+        )
+        .await?;
+        Ok(Response::new(proto::CreateDeviceResponse {
+            device: Some(self.device(&device)),
+            provisioning_token: token.token,
+            provisioning_token_expires_at: rfc3339(token.expires_at),
+        }))
+    }
+
+    async fn list_devices(
+        &self,
+        req: Request<proto::ListDevicesRequest>,
+    ) -> Reply<proto::ListDevicesResponse> {
+        let access = require_read(credential(&req))?;
+        let body = req.get_ref();
+        let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
+        let (rows, next_page_token) = devices::list_devices(&self.app, &access, page).await?;
+        Ok(Response::new(proto::ListDevicesResponse {
+            devices: rows.iter().map(|d| self.device(d)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_device(&self, req: Request<proto::GetDeviceRequest>) -> Reply<proto::Device> {
+        let access = require_read(credential(&req))?;
+        let device = devices::get_device(&self.app, &access, &req.get_ref().id).await?;
+        Ok(Response::new(self.device(&device)))
+    }
+
+    async fn update_device(
+        &self,
+        req: Request<proto::UpdateDeviceRequest>,
+    ) -> Reply<proto::Device> {
+        let access = require_write(credential(&req))?;
+        let body = req.into_inner();
+        let device = devices::update_device(
+            &self.app,
+            &access,
+            &body.id,
+            devices::DeviceUpdate {
+                name: body.name,
+                location_id: body.location_id,
+                group_id: body.group_id,
+                tags: body.set_tags.then_some(body.tags),
+            },
+        )
+        .await?;
+        Ok(Response::new(self.device(&device)))
+    }
+
+    async fn create_provisioning_token(
+        &self,
+        req: Request<proto::CreateProvisioningTokenRequest>,
+    ) -> Reply<proto::ProvisioningToken> {
+        let access = require_write(credential(&req))?;
+        let token = devices::new_provisioning_token(&self.app, &access, &req.get_ref().id).await?;
+        Ok(Response::new(proto::ProvisioningToken {
+            provisioning_token: token.token,
+            provisioning_token_expires_at: rfc3339(token.expires_at),
+        }))
+    }
+
+    async fn rotate_device_key(
+        &self,
+        req: Request<proto::RotateDeviceKeyRequest>,
+    ) -> Reply<proto::RotateDeviceKeyResponse> {
+        let access = require_write(credential(&req))?;
+        let body = req.get_ref();
+        let api_key = devices::rotate_key(
+            &self.app,
+            &access,
+            &body.id,
+            body.grace_seconds.unwrap_or(0),
+        )
+        .await?;
+        Ok(Response::new(proto::RotateDeviceKeyResponse { api_key }))
+    }
+
+    async fn revoke_device_key(
+        &self,
+        req: Request<proto::RevokeDeviceKeyRequest>,
+    ) -> Reply<proto::RevokeDeviceKeyResponse> {
+        let access = require_write(credential(&req))?;
+        let (device_id, revoked) =
+            devices::revoke_keys(&self.app, &access, &req.get_ref().id).await?;
+        Ok(Response::new(proto::RevokeDeviceKeyResponse {
+            device_id: device_id.to_string(),
+            revoked: revoked.try_into().unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn create_location(
+        &self,
+        req: Request<proto::CreateLocationRequest>,
+    ) -> Reply<proto::Location> {
+        let access = require_write(credential(&req))?;
+        let body = req.into_inner();
+        let location = places::create_location(
+            &self.app.store,
+            &access,
+            places::NewLocation {
+                name: body.name,
+                latitude: body.latitude,
+                longitude: body.longitude,
+                timezone: body.timezone,
+            },
+        )
+        .await?;
+        Ok(Response::new(convert::location(&location)))
+    }
+
+    async fn list_locations(
+        &self,
+        req: Request<proto::ListLocationsRequest>,
+    ) -> Reply<proto::ListLocationsResponse> {
+        let access = require_read(credential(&req))?;
+        let body = req.get_ref();
+        let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
+        let (rows, next_page_token) =
+            places::list_locations(&self.app.store, &access, page).await?;
+        Ok(Response::new(proto::ListLocationsResponse {
+            locations: rows.iter().map(convert::location).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn create_group(&self, req: Request<proto::CreateGroupRequest>) -> Reply<proto::Group> {
+        let access = require_write(credential(&req))?;
+        let body = req.get_ref();
+        let group = places::create_group(
+            &self.app.store,
+            &access,
+            &body.name,
+            body.description.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(convert::group(&group)))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<proto::ListGroupsRequest>,
+    ) -> Reply<proto::ListGroupsResponse> {
+        let access = require_read(credential(&req))?;
+        let body = req.get_ref();
+        let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
+        let (rows, next_page_token) = places::list_groups(&self.app.store, &access, page).await?;
+        Ok(Response::new(proto::ListGroupsResponse {
+            groups: rows.iter().map(convert::group).collect(),
+            next_page_token,
+        }))
+    }
+}

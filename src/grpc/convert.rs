@@ -1,0 +1,51 @@
+//! Store models → protobuf messages. Pure functions, no I/O.
+
+use chrono::Utc;
+
+use crate::{
+    core::{self, rfc3339},
+    proto,
+    store::entities::{device, device_group, location},
+};
+
+pub fn device(m: &device::Model, interval: std::time::Duration) -> proto::Device {
+    proto::Device {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        status: core::devices::status(m, interval, Utc::now())
+            .as_str()
+            .to_owned(),
+        last_seen_at: m.last_seen_at.map(rfc3339),
+        firmware_version: m.firmware_version.clone(),
+        uptime_seconds: m.uptime_seconds.map(|s| s.max(0) as u64),
+        reported_ip: m.reported_ip.clone(),
+        source_ip: m.source_ip.clone(),
+        location_id: m.location_id.map(|id| id.to_string()),
+        group_id: m.group_id.map(|id| id.to_string()),
+        tags: core::validate::tags_from_json(&m.tags),
+        created_at: rfc3339(m.created_at),
+        serial_number: m.serial_number.clone(),
+        hardware_model: m.hardware_model.clone(),
+        hostname: m.hostname.clone(),
+    }
+}
+
+pub fn location(m: &location::Model) -> proto::Location {
+    proto::Location {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        latitude: m.latitude,
+        longitude: m.longitude,
+        timezone: m.timezone.clone(),
+        created_at: rfc3339(m.created_at),
+    }
+}
+
+pub fn group(m: &device_group::Model) -> proto::Group {
+    proto::Group {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        description: m.description.clone(),
+        created_at: rfc3339(m.created_at),
+    }
+}

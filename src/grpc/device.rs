@@ -1,0 +1,143 @@
+//! `swrm.v1.DeviceService`. Methods not listed here answer UNIMPLEMENTED
+//! (the generated default) until their issue lands.
+
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+use super::{convert, credential, origin, source_ip};
+use crate::{
+    app::App,
+    auth::{Credential, require_device},
+    core::{self, device_ops, pairing, rfc3339, sensor_types},
+    error::Error,
+    proto::{self, device_service_server::DeviceService},
+};
+
+pub struct DeviceApi {
+    app: Arc<App>,
+}
+
+impl DeviceApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl DeviceService for DeviceApi {
+    async fn pair(&self, req: Request<proto::PairRequest>) -> Reply<proto::PairResponse> {
+        let token = match (credential(&req), req.get_ref().provisioning_token.trim()) {
+            (_, body) if !body.is_empty() => body.to_owned(),
+            (Credential::ProvisioningToken(bearer), _) => bearer.clone(),
+            (Credential::Rejected(why), _) => {
+                return Err(Error::Unauthenticated((*why).into()).into());
+            }
+            _ => {
+                return Err(Error::Unauthenticated(
+                    "provisioning_token is required (in the body or as the bearer token)".into(),
+                )
+                .into());
+            }
+        };
+        let body = req.into_inner();
+        let paired = pairing::pair(
+            &self.app,
+            pairing::PairInput {
+                token,
+                hardware_model: body.hardware_model,
+                serial_number: body.serial_number,
+                firmware_version: body.firmware_version,
+            },
+        )
+        .await?;
+        Ok(Response::new(proto::PairResponse {
+            device_id: paired.device_id.to_string(),
+            org_id: paired.org_id.to_string(),
+            name: paired.name,
+            api_key: paired.api_key,
+        }))
+    }
+
+    async fn get_config(
+        &self,
+        req: Request<proto::GetConfigRequest>,
+    ) -> Reply<proto::GetConfigResponse> {
+        let who = require_device(credential(&req))?;
+        let base = self
+            .app
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| origin(&req));
+        let cfg = device_ops::config(&self.app, &who).await?;
+        let d = &cfg.device;
+        Ok(Response::new(proto::GetConfigResponse {
+            device: Some(proto::ConfigDevice {
+                id: d.id.to_string(),
+                name: d.name.clone(),
+                serial_number: d.serial_number.clone(),
+                hardware_model: d.hardware_model.clone(),
+                group: cfg.group.as_ref().map(|g| g.name.clone()),
+                tags: core::validate::tags_from_json(&d.tags),
+            }),
+            org: Some(proto::ConfigOrg {
+                id: cfg.org.id.to_string(),
+                name: cfg.org.name.clone(),
+            }),
+            location: cfg.location.as_ref().map(convert::location),
+            // Model deployments arrive with the models issue.
+            active_model: None,
+            sensor_keys: cfg.sensor_keys,
+            endpoints: Some(proto::Endpoints {
+                rest: format!("{}/api/public/v1", base.trim_end_matches('/')),
+                grpc: base,
+            }),
+            heartbeat_interval_seconds: self.app.config.heartbeat_interval_seconds,
+        }))
+    }
+
+    async fn list_sensor_types(
+        &self,
+        _req: Request<proto::ListSensorTypesRequest>,
+    ) -> Reply<proto::ListSensorTypesResponse> {
+        // Public: answers with or without a key.
+        let sensor_types = sensor_types::BUILT_IN
+            .iter()
+            .map(|t| proto::SensorType {
+                key: t.key.into(),
+                unit: t.unit.into(),
+                description: t.description.into(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListSensorTypesResponse {
+            sensor_types,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<proto::HeartbeatRequest>,
+    ) -> Reply<proto::HeartbeatResponse> {
+        let who = require_device(credential(&req))?;
+        let ip = source_ip(&req);
+        let body = req.into_inner();
+        let now = device_ops::heartbeat(
+            &self.app,
+            &who,
+            device_ops::Heartbeat {
+                firmware_version: body.firmware_version,
+                uptime_seconds: body.uptime_seconds,
+                ip_address: body.ip_address,
+                hostname: body.hostname,
+            },
+            ip,
+        )
+        .await?;
+        Ok(Response::new(proto::HeartbeatResponse {
+            server_time: rfc3339(now),
+            heartbeat_interval_seconds: self.app.config.heartbeat_interval_seconds,
+        }))
+    }
+}

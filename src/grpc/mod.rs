@@ -1,0 +1,83 @@
+//! gRPC handlers: take the principal, validate and convert, call `core`,
+//! convert back. No SQL and no business rules here.
+
+pub mod admin;
+mod convert;
+pub mod device;
+
+use axum::Router;
+use std::sync::Arc;
+use tonic::{Request, server::NamedService};
+use tonic_web::GrpcWebLayer;
+
+use crate::{
+    app::App,
+    auth::{Credential, SourceIp},
+    proto::{admin_service_server::AdminServiceServer, device_service_server::DeviceServiceServer},
+};
+
+/// The encoded descriptor set of `proto/`, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/swrm_descriptor.bin"));
+
+/// The base URL the caller used to reach us (for `/config` endpoints).
+#[derive(Clone, Debug)]
+pub struct Origin(pub String);
+
+pub(crate) fn credential<T>(req: &Request<T>) -> &Credential {
+    const NONE: &Credential = &Credential::None;
+    req.extensions().get::<Credential>().unwrap_or(NONE)
+}
+
+pub(crate) fn source_ip<T>(req: &Request<T>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<SourceIp>()
+        .map(|s| s.0)
+        .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into())
+}
+
+pub(crate) fn origin<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Origin>()
+        .map(|o| o.0.clone())
+        .unwrap_or_default()
+}
+
+/// The gRPC services (device, admin, health, reflection) as axum routes, each
+/// also answering gRPC-web.
+pub fn router(app: Arc<App>) -> Router {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Serving status follows the process: if we answer, we serve.
+    tokio::spawn(async move {
+        health_reporter
+            .set_serving::<DeviceServiceServer<device::DeviceApi>>()
+            .await;
+        health_reporter
+            .set_serving::<AdminServiceServer<admin::AdminApi>>()
+            .await;
+    });
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("descriptor set is valid");
+
+    let device = DeviceServiceServer::new(device::DeviceApi::new(app.clone()));
+    let admin = AdminServiceServer::new(admin::AdminApi::new(app));
+    Router::new()
+        .route_service(&path_of(&device), device)
+        .route_service(&path_of(&admin), admin)
+        .route_service(&path_of(&health), health)
+        .route_service(&path_of(&reflection_v1), reflection_v1)
+        .route_service(&path_of(&reflection_v1alpha), reflection_v1alpha)
+        .layer(GrpcWebLayer::new())
+}
+
+fn path_of<S: NamedService>(_: &S) -> String {
+    format!("/{}/{{*rest}}", S::NAME)
+}

@@ -1,0 +1,59 @@
+//! swrm: a self-hostable backend for fleets of edge AI devices.
+//!
+//! One listener answers REST (`rest`), gRPC and gRPC-web (`grpc`); both reach
+//! the same use cases (`core`) over one store (`store`). Rust integrators get
+//! typed clients from [`proto`] (e.g. `proto::device_service_client`).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod grpc;
+pub mod json;
+pub mod rest;
+pub mod store;
+
+/// The generated protobuf messages, gRPC clients and servers of `proto/swrm/v1`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("swrm.v1");
+}
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
+
+pub use app::App;
+pub use config::Config;
+
+/// Connects the store (running migrations) and creates organization
+/// `default` on an empty database. Returns the app and, on that first start
+/// only, the default owner key to print once.
+pub async fn build(config: Config) -> error::Result<(Arc<App>, Option<core::orgs::NewOrg>)> {
+    let store = store::Store::connect(&config.storage.database_url()).await?;
+    let created = core::orgs::ensure_default_org(&store).await?;
+    Ok((Arc::new(App::new(config, store)), created))
+}
+
+/// The whole HTTP surface: REST, gRPC, gRPC-web, health, reflection, behind
+/// the auth layer.
+pub fn router(app: Arc<App>) -> axum::Router {
+    rest::router(app.clone())
+        .merge(grpc::router(app.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            app,
+            auth::layer::authenticate,
+        ))
+}
+
+/// Serves until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

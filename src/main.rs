@@ -1,0 +1,121 @@
+//! `swrm`: the server and its admin command line.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use swrm::{config::StorageArgs, core::orgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "swrm",
+    version,
+    about = "Backend for fleets of edge AI devices: one binary for pairing, ingest, captures, models and commands."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "SWRM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: REST, gRPC and gRPC-web on one port.
+    Serve(swrm::Config),
+    /// Administer the database directly (same --data-dir / --database-url as serve).
+    Admin {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an organization; prints {"org_id", "api_key"} (an owner key, shown once).
+    CreateOrg { name: String },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("SWRM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    let result = match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Admin { storage, command } => admin(storage, command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swrm: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: swrm::Config) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = config.listen;
+    let (app, created) = swrm::build(config).await?;
+    if let Some(org) = created {
+        // Printed once, on stdout only, never logged.
+        println!("Created organization \"default\" ({}).", org.org_id);
+        println!("Owner API key (shown once, store it now): {}", org.api_key);
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "swrm listening (REST, gRPC, gRPC-web)");
+    swrm::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("swrm stopped");
+    Ok(())
+}
+
+async fn admin(
+    storage: StorageArgs,
+    command: AdminCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = swrm::store::Store::connect(&storage.database_url()).await?;
+    match command {
+        AdminCommand::CreateOrg { name } => {
+            let org = orgs::create_org(&store, &name).await?;
+            println!(
+                "{}",
+                serde_json::json!({"org_id": org.org_id, "api_key": org.api_key})
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,90 @@
+//! Storage: sea-orm over SQLite (embedded default) or PostgreSQL.
+//!
+//! Tenant data is only reached through an [`OrgTx`]: a transaction that knows
+//! the caller's organization. On PostgreSQL it also sets `swrm.org_id` for the
+//! transaction, so row-level security can key on it without touching queries.
+
+pub mod entities;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, Statement, TransactionTrait, sqlx::sqlite::SqliteJournalMode,
+};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file if needed, and runs migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+            }
+        }
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        let db = Database::connect(opts)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot open database: {e}")))?;
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    /// For lookups that find the organization (secret hashes) and for
+    /// organization management. Tenant data goes through [`Store::org_tx`].
+    pub fn unscoped(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn org_tx(&self, org_id: Uuid) -> Result<OrgTx> {
+        let tx = self.db.begin().await?;
+        if tx.get_database_backend() == DatabaseBackend::Postgres {
+            tx.execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT set_config('swrm.org_id', $1, true)",
+                [org_id.to_string().into()],
+            ))
+            .await?;
+        }
+        Ok(OrgTx { tx, org_id })
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+}
+
+/// A transaction scoped to one organization.
+pub struct OrgTx {
+    tx: DatabaseTransaction,
+    org_id: Uuid,
+}
+
+impl OrgTx {
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
