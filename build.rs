@@ -43,7 +43,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".swrm.v1",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
-        .generate_default_stubs(true)
         .emit_rerun_if_changed(false);
     for field in DEVICE_TS_FIELDS {
         builder = builder.field_attribute(

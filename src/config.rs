@@ -6,11 +6,16 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 #[derive(clap::Args, Clone, Debug)]
 pub struct StorageArgs {
     /// Folder for the embedded SQLite database (and blobs).
-    #[arg(long, env = "SWRM_DATA_DIR", default_value = "./swrm-data")]
+    #[arg(
+        long,
+        env = "SWRM_DATA_DIR",
+        default_value = "./swrm-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`. Default:
     /// `sqlite://<data-dir>/swrm.db`.
-    #[arg(long, env = "SWRM_DATABASE_URL")]
+    #[arg(long, env = "SWRM_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 }
 

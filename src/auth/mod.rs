@@ -68,6 +68,9 @@ pub enum Credential {
     EnrollmentCode(String),
     /// Malformed, unknown, expired or revoked: the reason for the 401.
     Rejected(&'static str),
+    /// The credential could not be checked (database down): 503, never 401,
+    /// so a device does not throw away a key that may still be good.
+    Unverifiable,
 }
 
 impl Credential {
@@ -115,6 +118,9 @@ impl OrgWrite {
 }
 
 fn unauthenticated(credential: &Credential) -> Error {
+    if let Credential::Unverifiable = credential {
+        return Error::Unavailable("cannot check credentials right now, retry shortly".into());
+    }
     Error::Unauthenticated(
         match credential {
             Credential::None => "missing bearer token (Authorization: Bearer <key>)",
@@ -122,7 +128,9 @@ fn unauthenticated(credential: &Credential) -> Error {
             Credential::ProvisioningToken(_) | Credential::EnrollmentCode(_) => {
                 "this route takes a device key or an organization API key, not a provisioning token or enrollment code"
             }
-            Credential::Device(_) | Credential::OrgKey(_) => "unauthenticated",
+            Credential::Device(_) | Credential::OrgKey(_) | Credential::Unverifiable => {
+                "unauthenticated"
+            }
         }
         .to_owned(),
     )

@@ -197,4 +197,156 @@ impl AdminService for AdminApi {
             next_page_token,
         }))
     }
+
+    // Until their issues land: authenticate and authorize, then say so.
+    async fn create_command(
+        &self,
+        req: Request<proto::CreateCommandRequest>,
+    ) -> Reply<proto::CommandStatus> {
+        not_yet(require_write(credential(&req)).map(|_| ()), "CreateCommand")
+    }
+
+    async fn list_commands(
+        &self,
+        req: Request<proto::ListCommandsRequest>,
+    ) -> Reply<proto::ListCommandsResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListCommands")
+    }
+
+    async fn get_command(
+        &self,
+        req: Request<proto::GetCommandRequest>,
+    ) -> Reply<proto::CommandStatus> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "GetCommand")
+    }
+
+    async fn get_readings(
+        &self,
+        req: Request<proto::GetReadingsRequest>,
+    ) -> Reply<proto::GetReadingsResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "GetReadings")
+    }
+
+    async fn create_enrollment_code(
+        &self,
+        req: Request<proto::CreateEnrollmentCodeRequest>,
+    ) -> Reply<proto::EnrollmentCode> {
+        not_yet(
+            require_write(credential(&req)).map(|_| ()),
+            "CreateEnrollmentCode",
+        )
+    }
+
+    async fn list_enrollment_codes(
+        &self,
+        req: Request<proto::ListEnrollmentCodesRequest>,
+    ) -> Reply<proto::ListEnrollmentCodesResponse> {
+        not_yet(
+            require_read(credential(&req)).map(|_| ()),
+            "ListEnrollmentCodes",
+        )
+    }
+
+    async fn create_api_key(
+        &self,
+        req: Request<proto::CreateApiKeyRequest>,
+    ) -> Reply<proto::ApiKey> {
+        not_yet(require_write(credential(&req)).map(|_| ()), "CreateApiKey")
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<proto::ListApiKeysRequest>,
+    ) -> Reply<proto::ListApiKeysResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListApiKeys")
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<proto::DeleteApiKeyRequest>,
+    ) -> Reply<proto::DeleteApiKeyResponse> {
+        not_yet(require_write(credential(&req)).map(|_| ()), "DeleteApiKey")
+    }
+
+    async fn create_alert_rule(
+        &self,
+        req: Request<proto::CreateAlertRuleRequest>,
+    ) -> Reply<proto::AlertRule> {
+        not_yet(
+            require_write(credential(&req)).map(|_| ()),
+            "CreateAlertRule",
+        )
+    }
+
+    async fn list_alert_rules(
+        &self,
+        req: Request<proto::ListAlertRulesRequest>,
+    ) -> Reply<proto::ListAlertRulesResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListAlertRules")
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<proto::ListAlertsRequest>,
+    ) -> Reply<proto::ListAlertsResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListAlerts")
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<proto::ListEventsRequest>,
+    ) -> Reply<proto::ListEventsResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListEvents")
+    }
+
+    async fn list_captures(
+        &self,
+        req: Request<proto::ListCapturesRequest>,
+    ) -> Reply<proto::ListCapturesResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListCaptures")
+    }
+
+    async fn get_capture(&self, req: Request<proto::GetCaptureRequest>) -> Reply<proto::Capture> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "GetCapture")
+    }
+
+    async fn upload_model(
+        &self,
+        req: Request<tonic::Streaming<proto::UploadModelChunk>>,
+    ) -> Reply<proto::Model> {
+        not_yet(require_write(credential(&req)).map(|_| ()), "UploadModel")
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<proto::ListModelsRequest>,
+    ) -> Reply<proto::ListModelsResponse> {
+        not_yet(require_read(credential(&req)).map(|_| ()), "ListModels")
+    }
+
+    async fn create_deployment(
+        &self,
+        req: Request<proto::CreateDeploymentRequest>,
+    ) -> Reply<proto::Deployment> {
+        not_yet(
+            require_write(credential(&req)).map(|_| ()),
+            "CreateDeployment",
+        )
+    }
+
+    async fn list_deployments(
+        &self,
+        req: Request<proto::ListDeploymentsRequest>,
+    ) -> Reply<proto::ListDeploymentsResponse> {
+        not_yet(
+            require_read(credential(&req)).map(|_| ()),
+            "ListDeployments",
+        )
+    }
+}
+
+/// Answers UNIMPLEMENTED once the caller is known to be allowed.
+fn not_yet<T>(allowed: crate::error::Result<()>, method: &str) -> Reply<T> {
+    allowed?;
+    Err(crate::error::Error::Unimplemented(format!("{method} is not implemented yet")).into())
 }

@@ -2,6 +2,7 @@
 //! (the generated default) until their issue lands.
 
 use std::sync::Arc;
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{convert, credential, origin, source_ip};
@@ -27,10 +28,18 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
+    type StreamCommandsStream = BoxStream<proto::Command>;
+
     async fn pair(&self, req: Request<proto::PairRequest>) -> Reply<proto::PairResponse> {
         let token = match (credential(&req), req.get_ref().provisioning_token.trim()) {
             (_, body) if !body.is_empty() => body.to_owned(),
             (Credential::ProvisioningToken(bearer), _) => bearer.clone(),
+            (Credential::Unverifiable, _) => {
+                return Err(Error::Unavailable(
+                    "cannot check credentials right now, retry shortly".into(),
+                )
+                .into());
+            }
             (Credential::Rejected(why), _) => {
                 return Err(Error::Unauthenticated((*why).into()).into());
             }
@@ -140,4 +149,79 @@ impl DeviceService for DeviceApi {
             heartbeat_interval_seconds: self.app.config.heartbeat_interval_seconds,
         }))
     }
+
+    // Until their issues land: authenticate, then say so.
+    async fn enroll(&self, req: Request<proto::EnrollRequest>) -> Reply<proto::PairResponse> {
+        let _ = req;
+        Err(Error::Unimplemented("Enroll is not implemented yet".into()).into())
+    }
+
+    async fn push_telemetry(
+        &self,
+        req: Request<proto::PushTelemetryRequest>,
+    ) -> Reply<proto::PushTelemetryResponse> {
+        not_yet(credential(&req), "PushTelemetry")
+    }
+
+    async fn push_sensors(
+        &self,
+        req: Request<proto::PushSensorsRequest>,
+    ) -> Reply<proto::PushSensorsResponse> {
+        not_yet(credential(&req), "PushSensors")
+    }
+
+    async fn push_events(
+        &self,
+        req: Request<proto::PushEventsRequest>,
+    ) -> Reply<proto::PushEventsResponse> {
+        not_yet(credential(&req), "PushEvents")
+    }
+
+    async fn upload_capture(
+        &self,
+        req: Request<tonic::Streaming<proto::UploadCaptureChunk>>,
+    ) -> Reply<proto::Capture> {
+        not_yet(credential(&req), "UploadCapture")
+    }
+
+    async fn set_labels(
+        &self,
+        req: Request<proto::SetLabelsRequest>,
+    ) -> Reply<proto::SetLabelsResponse> {
+        not_yet(credential(&req), "SetLabels")
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<proto::GetModelRequest>,
+    ) -> Reply<proto::GetModelResponse> {
+        not_yet(credential(&req), "GetModel")
+    }
+
+    async fn poll_commands(
+        &self,
+        req: Request<proto::PollCommandsRequest>,
+    ) -> Reply<proto::PollCommandsResponse> {
+        not_yet(credential(&req), "PollCommands")
+    }
+
+    async fn stream_commands(
+        &self,
+        req: Request<proto::StreamCommandsRequest>,
+    ) -> Reply<Self::StreamCommandsStream> {
+        not_yet(credential(&req), "StreamCommands")
+    }
+
+    async fn ack_command(
+        &self,
+        req: Request<proto::AckCommandRequest>,
+    ) -> Reply<proto::AckCommandResponse> {
+        not_yet(credential(&req), "AckCommand")
+    }
+}
+
+/// Authenticates the device, then answers UNIMPLEMENTED.
+fn not_yet<T>(credential: &Credential, method: &str) -> Reply<T> {
+    require_device(credential)?;
+    Err(Error::Unimplemented(format!("{method} is not implemented yet")).into())
 }

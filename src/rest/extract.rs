@@ -30,6 +30,10 @@ pub struct Caller {
 }
 
 impl Caller {
+    pub fn credential(&self) -> &Credential {
+        self.credential.as_ref().unwrap_or(&Credential::None)
+    }
+
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         let ext = req.extensions_mut();

@@ -21,6 +21,7 @@ use extract::{Caller, JsonBody, QueryMessage};
 
 use crate::{
     app::App,
+    auth,
     error::Error,
     grpc::{admin::AdminApi, device::DeviceApi},
     proto::{self, admin_service_server::AdminService, device_service_server::DeviceService},
@@ -144,7 +145,7 @@ fn device_routes() -> Router<Arc<RestState>> {
             "/api/public/v1/events",
             post(body!(device.push_events, proto::PushEventsRequest, OK)),
         )
-        .route("/api/public/v1/captures", post(not_yet("capture upload")))
+        .route("/api/public/v1/captures", post(upload_capture))
         .route(
             "/api/public/v1/labels",
             post(body!(device.set_labels, proto::SetLabelsRequest, OK)),
@@ -287,7 +288,7 @@ fn admin_routes() -> Router<Arc<RestState>> {
         )
         .route(
             "/api/v1/models",
-            post(not_yet("model upload")).get(query!(admin.list_models, proto::ListModelsRequest)),
+            post(upload_model).get(query!(admin.list_models, proto::ListModelsRequest)),
         )
         .route(
             "/api/v1/deployments",
@@ -374,12 +375,28 @@ async fn delete_api_key(caller: Caller, State(s): St, Path(id): Path<String>) ->
     }
 }
 
-/// Multipart routes land with their issues; until then they say so.
-fn not_yet(what: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
-    move || {
-        std::future::ready(error_response(Error::Unimplemented(format!(
+/// Multipart uploads land with their issues; until then, after checking the
+/// caller, they say so.
+async fn upload_capture(caller: Caller) -> Response {
+    not_yet(
+        auth::require_device(caller.credential()).map(|_| ()),
+        "capture upload",
+    )
+}
+
+async fn upload_model(caller: Caller) -> Response {
+    not_yet(
+        auth::require_write(caller.credential()).map(|_| ()),
+        "model upload",
+    )
+}
+
+fn not_yet(allowed: crate::error::Result<()>, what: &str) -> Response {
+    match allowed {
+        Ok(()) => error_response(Error::Unimplemented(format!(
             "{what} is not implemented yet"
-        ))))
+        ))),
+        Err(e) => error_response(e),
     }
 }
 

@@ -1,0 +1,234 @@
+//! Test harness: the real server on port 0, against real SQLite (a temporary
+//! folder) or, when `SWRM_TEST_DATABASE_URL` names a PostgreSQL server, a fresh
+//! database created on it for each test server.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use std::{net::SocketAddr, sync::Arc};
+use swrm::{App, Config, proto};
+use tokio::sync::oneshot;
+use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
+
+pub struct TestServer {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub base: String,
+    /// Owner key of organization `default`.
+    pub owner_key: String,
+    pub http: reqwest::Client,
+    /// `Some(url)` when running against PostgreSQL.
+    pub database_url: Option<String>,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A fresh PostgreSQL database on the server `SWRM_TEST_DATABASE_URL` names.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let base = std::env::var("SWRM_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!("swrm_t_{}", uuid::Uuid::now_v7().simple());
+    let admin = Database::connect(&base)
+        .await
+        .expect("connect to SWRM_TEST_DATABASE_URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (server, _db) = base.rsplit_once('/').expect("URL ends in /DATABASE");
+    Some(format!("{server}/{name}"))
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_data_dir(dir.path());
+    let database_url = fresh_postgres_url().await;
+    config.storage.database_url = database_url.clone();
+    tune(&mut config);
+    let (app, created) = swrm::build(config).await.expect("server builds");
+    let owner_key = created
+        .expect("a fresh database creates org default")
+        .api_key;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(swrm::serve(app.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        app,
+        addr,
+        base: format!("http://{addr}"),
+        owner_key,
+        http: reqwest::Client::new(),
+        database_url,
+        _dir: dir,
+        stop: Some(stop),
+    }
+}
+
+/// A REST answer: status, headers and the JSON body (`Value::Null` if empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The envelope's `error.code`, asserting the envelope's shape.
+    pub fn error_code(&self) -> String {
+        let error = &self.body["error"];
+        assert!(
+            error["message"].is_string(),
+            "no error envelope in {}",
+            self.body
+        );
+        error["code"].as_str().expect("error.code").to_owned()
+    }
+}
+
+impl TestServer {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        answer(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Answer {
+        self.call(Method::GET, path, key, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Answer {
+        self.call(Method::POST, path, key, Some(body)).await
+    }
+
+    /// Creates a device with the owner key; returns (device id, provisioning token).
+    pub async fn create_device(&self, name: &str) -> (String, String) {
+        let a = self
+            .post(
+                "/api/v1/devices",
+                Some(&self.owner_key),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        (
+            a.body["device"]["id"].as_str().unwrap().to_owned(),
+            a.body["provisioning_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates and pairs a device; returns (device id, device key).
+    pub async fn paired_device(&self, name: &str) -> (String, String) {
+        let (id, token) = self.create_device(name).await;
+        let a = self
+            .post(
+                "/api/public/v1/pair",
+                None,
+                json!({"provisioning_token": token}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        (id, a.body["api_key"].as_str().unwrap().to_owned())
+    }
+
+    /// A second organization with its own owner key.
+    pub async fn other_org(&self, name: &str) -> String {
+        swrm::core::orgs::create_org(&self.app.store, name)
+            .await
+            .expect("create org")
+            .api_key
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.base.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("gRPC connects")
+    }
+
+    pub async fn device_client(&self, key: Option<&str>) -> DeviceClient {
+        proto::device_service_client::DeviceServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(key),
+        )
+    }
+
+    pub async fn admin_client(&self, key: Option<&str>) -> AdminClient {
+        proto::admin_service_client::AdminServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(key),
+        )
+    }
+}
+
+pub async fn answer(res: reqwest::Response) -> Answer {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub type DeviceClient = proto::device_service_client::DeviceServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+pub type AdminClient = proto::admin_service_client::AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.map(|k| format!("Bearer {k}").parse().expect("ascii key")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
