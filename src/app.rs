@@ -3,13 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{auth::cache::KeyCache, config::Config, store::Store};
+use crate::{auth::cache::KeyCache, config::Config, limits::Limits, store::Store};
 
 pub struct App {
     pub config: Config,
     pub store: Store,
     /// Resolved device and API keys (see `auth::cache`).
     pub keys: KeyCache,
+    pub limits: Limits,
     /// How many credential checks reached the database (observability, and
     /// the proof that malformed secrets never do).
     pub auth_db_lookups: AtomicU64,
@@ -18,6 +19,7 @@ pub struct App {
 impl App {
     pub fn new(config: Config, store: Store) -> Self {
         Self {
+            limits: Limits::new(&config.rate_limits),
             config,
             store,
             keys: KeyCache::default(),

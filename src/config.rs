@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::limits::RateLimitConfig;
+
 /// Where state lives; shared by `swrm serve` and `swrm admin`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StorageArgs {
@@ -51,6 +53,8 @@ pub struct Config {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "SWRM_MAX_JSON_BYTES", default_value_t = 1024 * 1024)]
     pub max_json_bytes: usize,
+    #[command(flatten)]
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
             heartbeat_interval_seconds: 30,
             provisioning_token_ttl_seconds: 86_400,
             max_json_bytes: 1024 * 1024,
+            rate_limits: RateLimitConfig::default(),
         }
     }
 

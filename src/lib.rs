@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 pub mod grpc;
 pub mod json;
+pub mod limits;
 pub mod rest;
 pub mod store;
 
@@ -52,8 +53,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let pruner = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                app.limits.prune();
+            }
+        })
+    };
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    pruner.abort();
+    served
 }

@@ -17,8 +17,9 @@ use super::{
 };
 use crate::{
     app::App,
-    error::{HTTP_STATUS_HINT, Result},
+    error::{Error, HTTP_STATUS_HINT, Result},
     grpc::Origin,
+    limits::Bucket,
     store::entities::{api_key, device_key},
 };
 
@@ -51,6 +52,27 @@ pub async fn authenticate(
     let principal = credential.log_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+
+    let bucket = bucket_for(&path, &credential, peer.ip());
+    if let Err(retry_after_secs) = app.limits.check(bucket) {
+        let limited = Error::RateLimited {
+            message: format!("rate limited, retry in {retry_after_secs} s"),
+            retry_after_secs,
+        };
+        let response = if is_grpc {
+            let mut r = tonic::Status::from(limited).into_http::<axum::body::Body>();
+            r.headers_mut().remove(HTTP_STATUS_HINT);
+            r
+        } else {
+            crate::rest::error_response(limited)
+        };
+        tracing::warn!(%method, route = %path, principal = principal.map(|p| p.to_string()), source_ip = %peer.ip(), "rate limited");
+        return response;
+    }
     let origin = Origin(origin_of(&req));
     req.extensions_mut().insert(credential);
     req.extensions_mut().insert(SourceIp(peer.ip()));
@@ -75,6 +97,25 @@ pub async fn authenticate(
         "request"
     );
     response
+}
+
+/// Pairing and enrollment are limited per source IP whatever the credential;
+/// everything else per key, or per IP without a valid key.
+fn bucket_for(path: &str, credential: &Credential, ip: std::net::IpAddr) -> Bucket {
+    const PAIRING: [&str; 4] = [
+        "/api/public/v1/pair",
+        "/api/public/v1/enroll",
+        "/swrm.v1.DeviceService/Pair",
+        "/swrm.v1.DeviceService/Enroll",
+    ];
+    if PAIRING.contains(&path.trim_end_matches('/')) {
+        return Bucket::Pairing(ip);
+    }
+    match credential {
+        Credential::Device(d) => Bucket::Device(d.device_id),
+        Credential::OrgKey(k) => Bucket::OrgKey(k.key_id),
+        _ => Bucket::Anonymous(ip),
+    }
 }
 
 /// `scheme://host[:port]` as the caller addressed us.

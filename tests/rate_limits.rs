@@ -1,0 +1,144 @@
+//! Rate limits: pairing per source IP, each device key, each organization
+//! key; 429 with `Retry-After` over REST, RESOURCE_EXHAUSTED over gRPC.
+
+mod common;
+
+use reqwest::{StatusCode, header};
+use serde_json::json;
+use swrm::proto;
+
+fn assert_limited(a: &common::Answer) {
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    assert_eq!(a.error_code(), "resource_exhausted");
+    let retry: u64 = a.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "Retry-After in whole seconds");
+}
+
+#[tokio::test]
+async fn pairing_is_limited_per_source_ip() {
+    let s = common::start_with(|c| {
+        c.rate_limits.pair_rate_per_minute = 2;
+        c.rate_limits.pair_burst = 2;
+    })
+    .await;
+    let (_, token) = s.create_device("cam").await;
+    let bad = json!({"provisioning_token": "swrm_pt_wrong"});
+    assert_eq!(
+        s.post("/api/public/v1/pair", None, bad.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.post("/api/public/v1/pair", None, bad.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The bucket is empty: even the right token waits.
+    assert_limited(
+        &s.post(
+            "/api/public/v1/pair",
+            None,
+            json!({"provisioning_token": token}),
+        )
+        .await,
+    );
+    let grpc = s
+        .device_client(None)
+        .await
+        .pair(proto::PairRequest {
+            provisioning_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("limited over gRPC too");
+    assert_eq!(grpc.code(), tonic::Code::ResourceExhausted);
+    assert!(grpc.metadata().get("retry-after").is_some());
+    // Other routes are not affected by the pairing bucket.
+    assert_eq!(
+        s.get("/api/v1/devices", Some(&s.owner_key)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn each_device_key_has_its_own_bucket() {
+    let s = common::start_with(|c| {
+        c.rate_limits.device_rate_per_second = 1;
+        c.rate_limits.device_burst = 3;
+    })
+    .await;
+    let (_, noisy) = s.paired_device("noisy").await;
+    let (_, quiet) = s.paired_device("quiet").await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert_limited(
+        &s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
+            .await,
+    );
+    assert_eq!(
+        s.post("/api/public/v1/heartbeat", Some(&quiet), json!({}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn organization_keys_are_limited() {
+    let s = common::start_with(|c| {
+        c.rate_limits.org_key_rate_per_second = 1;
+        c.rate_limits.org_key_burst = 2;
+    })
+    .await;
+    let owner = s.owner_key.clone();
+    for _ in 0..2 {
+        assert_eq!(
+            s.get("/api/v1/devices", Some(&owner)).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_limited(&s.get("/api/v1/devices", Some(&owner)).await);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_limited_per_ip() {
+    let s = common::start_with(|c| {
+        c.rate_limits.device_rate_per_second = 1;
+        c.rate_limits.device_burst = 2;
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            s.get("/api/public/v1/sensor-types", None).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_limited(&s.get("/api/public/v1/sensor-types", None).await);
+    assert_limited(
+        &s.post(
+            "/api/public/v1/heartbeat",
+            Some("swrm_dk_garbage"),
+            json!({}),
+        )
+        .await,
+    );
+}
