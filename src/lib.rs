@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod core;
 pub mod error;
@@ -63,10 +64,14 @@ pub async fn serve(
             }
         })
     };
+    let key_events = bus::listen(app.clone());
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     pruner.abort();
+    if let Some(task) = key_events {
+        task.abort();
+    }
     served
 }

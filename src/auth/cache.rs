@@ -1,9 +1,9 @@
 //! In-memory cache of resolved device keys and API keys, so the hot path
 //! (every device request) does not query the database.
 //!
-//! Entries live at most [`TTL`]; revoking or rotating a key through this
-//! process evicts its entries at once. Another replica's revocation reaches
-//! this one within the TTL.
+//! Entries live at most [`TTL`]; revoking or rotating a key evicts its
+//! entries at once, here and (through `bus`, on PostgreSQL) on every replica.
+//! The TTL bounds staleness should an event ever be lost.
 
 use chrono::{DateTime, Utc};
 use std::{
@@ -59,6 +59,11 @@ impl KeyCache {
         self.entries.write().expect("key cache lock").retain(
             |_, e| !matches!(&e.credential, Credential::Device(d) if d.device_id == device_id),
         );
+    }
+
+    /// Forget everything (events may have been missed).
+    pub fn clear(&self) {
+        self.entries.write().expect("key cache lock").clear();
     }
 
     /// Forget this API key (deleted).

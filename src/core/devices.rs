@@ -11,6 +11,7 @@ use super::{new_id, page::PageRequest, places, validate};
 use crate::{
     app::App,
     auth::{OrgRead, OrgWrite, secret},
+    bus::{self, KeyEvent},
     error::{Error, Result},
     store::{
         OrgTx,
@@ -284,8 +285,10 @@ pub async fn rotate_key(
             .await?;
     }
     let key = insert_device_key(&tx, device.id).await?;
+    let event = KeyEvent::DeviceKeysChanged(device.id);
+    bus::publish(&tx, event).await?;
     tx.commit().await?;
-    app.keys.evict_device(device.id);
+    event.apply(app);
     Ok(key)
 }
 
@@ -299,7 +302,9 @@ pub async fn revoke_keys(app: &App, access: &OrgWrite, id: &str) -> Result<(Uuid
         .filter(device_key::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
+    let event = KeyEvent::DeviceKeysChanged(device.id);
+    bus::publish(&tx, event).await?;
     tx.commit().await?;
-    app.keys.evict_device(device.id);
+    event.apply(app);
     Ok((device.id, done.rows_affected))
 }

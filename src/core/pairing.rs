@@ -8,6 +8,7 @@ use super::{devices, validate};
 use crate::{
     app::App,
     auth::secret::{self, SecretKind},
+    bus::{self, KeyEvent},
     error::{Error, Result},
     store::entities::{device, device_key, provisioning_token},
 };
@@ -84,8 +85,10 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
         active.firmware_version = Set(firmware_version);
     }
     let device = active.update(tx.conn()).await?;
+    let event = KeyEvent::DeviceKeysChanged(device.id);
+    bus::publish(&tx, event).await?;
     tx.commit().await?;
-    app.keys.evict_device(device.id);
+    event.apply(app);
     Ok(Paired {
         device_id: device.id,
         org_id: device.org_id,

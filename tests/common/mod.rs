@@ -56,15 +56,32 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+    let database_url = fresh_postgres_url().await;
+    launch(database_url, None, tune).await
+}
+
+/// A second server on the same PostgreSQL database, as a scale-out replica.
+/// `None` on SQLite, which is one process by design.
+pub async fn start_replica(of: &TestServer) -> Option<TestServer> {
+    let url = of.database_url.clone()?;
+    Some(launch(Some(url), Some(of.owner_key.clone()), |_| {}).await)
+}
+
+async fn launch(
+    database_url: Option<String>,
+    owner_key: Option<String>,
+    tune: impl FnOnce(&mut Config),
+) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_data_dir(dir.path());
-    let database_url = fresh_postgres_url().await;
     config.storage.database_url = database_url.clone();
     tune(&mut config);
     let (app, created) = swrm::build(config).await.expect("server builds");
-    let owner_key = created
-        .expect("a fresh database creates org default")
-        .api_key;
+    let owner_key = owner_key.unwrap_or_else(|| {
+        created
+            .expect("a fresh database creates org default")
+            .api_key
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
