@@ -27,6 +27,10 @@ impl App {
         }
     }
 
+    pub fn count_auth_lookup(&self) {
+        self.auth_db_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn auth_db_lookups(&self) -> u64 {
         self.auth_db_lookups.load(Ordering::Relaxed)
     }

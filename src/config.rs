@@ -55,6 +55,15 @@ pub struct Config {
     pub max_json_bytes: usize,
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
+    /// Addresses of your load balancers / reverse proxies. Requests from them
+    /// are attributed to the client in `X-Forwarded-For` (for rate limits and
+    /// the recorded source IP). Comma-separated.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SWRM_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -71,6 +80,7 @@ impl Config {
             provisioning_token_ttl_seconds: 86_400,
             max_json_bytes: 1024 * 1024,
             rate_limits: RateLimitConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 

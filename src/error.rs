@@ -56,6 +56,10 @@ impl Error {
 
 impl From<sea_orm::DbErr> for Error {
     fn from(e: sea_orm::DbErr) -> Self {
+        // A unique index said no: a duplicate, the caller's to resolve (409).
+        if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+            return Self::AlreadyExists("already exists".into());
+        }
         Self::Internal(format!("database: {e}"))
     }
 }

@@ -142,3 +142,69 @@ async fn requests_without_a_valid_key_are_limited_per_ip() {
         .await,
     );
 }
+
+#[tokio::test]
+async fn forged_keys_cannot_flood_the_database() {
+    let s = common::start_with(|c| {
+        c.rate_limits.device_rate_per_second = 1;
+        c.rate_limits.device_burst = 3;
+    })
+    .await;
+    let before = s.app.auth_db_lookups();
+    let mut limited = 0;
+    for _ in 0..10 {
+        // Well-formed (valid checksum), never issued: each is a cache miss.
+        let forged =
+            swrm::auth::secret::generate(swrm::auth::secret::SecretKind::DeviceKey).plaintext;
+        let a = s
+            .post("/api/public/v1/heartbeat", Some(&forged), json!({}))
+            .await;
+        assert!(matches!(a.status.as_u16(), 401 | 429), "{}", a.status);
+        limited += usize::from(a.status == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(limited >= 6, "most forged keys are turned away: {limited}");
+    assert!(
+        s.app.auth_db_lookups() - before <= 4,
+        "lookups bounded by the burst"
+    );
+}
+
+#[tokio::test]
+async fn trusted_proxies_forward_the_client_address() {
+    let s = common::start_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let (id, key) = s.paired_device("cam").await;
+    let res = s
+        .http
+        .post(format!("{}/api/public/v1/heartbeat", s.base))
+        .bearer_auth(&key)
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let d = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(
+        d.body["source_ip"], "203.0.113.9",
+        "the address our proxy saw"
+    );
+
+    // Without trust, the header is ignored (it could be forged).
+    let plain = common::start().await;
+    let (id, key) = plain.paired_device("cam").await;
+    plain
+        .http
+        .post(format!("{}/api/public/v1/heartbeat", plain.base))
+        .bearer_auth(&key)
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let d = plain
+        .get(&format!("/api/v1/devices/{id}"), Some(&plain.owner_key))
+        .await;
+    assert_eq!(d.body["source_ip"], "127.0.0.1");
+}

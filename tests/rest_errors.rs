@@ -262,6 +262,77 @@ async fn routes_not_implemented_yet_still_authenticate_first() {
 }
 
 #[tokio::test]
+async fn undecodable_path_ids_are_404_in_the_envelope() {
+    let s = common::start().await;
+    let a = s.get("/api/v1/devices/%FF%FE", Some(&s.owner_key)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.error_code(), "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_never_fail() {
+    // This is about the database, not the rate limits: those are off (0).
+    let s = std::sync::Arc::new(
+        common::start_with(|c| {
+            c.rate_limits.device_rate_per_second = 0;
+            c.rate_limits.org_key_rate_per_second = 0;
+        })
+        .await,
+    );
+    let (id, key) = s.paired_device("busy").await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (s, id, key) = (s.clone(), id.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let a = match i % 8 {
+                0 => {
+                    s.post(
+                        &format!("/api/v1/devices/{id}/provisioning-token"),
+                        Some(&s.owner_key),
+                        json!({}),
+                    )
+                    .await
+                }
+                1 => {
+                    s.post(
+                        "/api/v1/devices",
+                        Some(&s.owner_key),
+                        json!({"name": format!("d{i}")}),
+                    )
+                    .await
+                }
+                2 => {
+                    s.call(
+                        reqwest::Method::PATCH,
+                        &format!("/api/v1/devices/{id}"),
+                        Some(&s.owner_key),
+                        Some(json!({"tags": [format!("t{i}")]})),
+                    )
+                    .await
+                }
+                _ => {
+                    s.post(
+                        "/api/public/v1/heartbeat",
+                        Some(&key),
+                        json!({"uptime_seconds": i}),
+                    )
+                    .await
+                }
+            };
+            assert!(
+                a.status.is_success(),
+                "request {i}: {} {}",
+                a.status,
+                a.body
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn garbage_never_gets_a_5xx() {
     let s = common::start().await;
     let (_, key) = s.paired_device("cam").await;

@@ -1,6 +1,6 @@
 //! The auth middleware: bearer secret → [`Credential`] in the request
-//! extensions, plus the one log line per request (route, status, latency,
-//! principal id, source IP; never the secret).
+//! extensions, rate limits, and the one log line per request (route, status,
+//! latency, principal id, source IP; never the secret).
 
 use axum::{
     extract::{ConnectInfo, Request, State},
@@ -9,7 +9,11 @@ use axum::{
 };
 use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use super::{
     Credential, DevicePrincipal, OrgKeyPrincipal, Role, SourceIp,
@@ -30,52 +34,49 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let bearer = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim())
-        .map(|v| {
-            v.strip_prefix("Bearer ")
-                .or(v.strip_prefix("bearer "))
-                .unwrap_or(v)
-                .trim()
-                .to_owned()
-        });
-    let credential = match bearer {
-        None => Credential::None,
-        Some(token) => resolve(&app, &token).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "credential lookup failed");
-            Credential::Unverifiable
-        }),
-    };
-    let principal = credential.log_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let client_ip = client_ip(&req, peer.ip(), &app.config.trusted_proxies);
     let is_grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(bearer_token);
 
-    let bucket = bucket_for(&path, &credential, peer.ip());
-    if let Err(retry_after_secs) = app.limits.check(bucket) {
-        let limited = Error::RateLimited {
-            message: format!("rate limited, retry in {retry_after_secs} s"),
-            retry_after_secs,
-        };
-        let response = if is_grpc {
-            let mut r = tonic::Status::from(limited).into_http::<axum::body::Body>();
-            r.headers_mut().remove(HTTP_STATUS_HINT);
-            r
-        } else {
-            crate::rest::error_response(limited)
-        };
-        tracing::warn!(%method, route = %path, principal = principal.map(|p| p.to_string()), source_ip = %peer.ip(), "rate limited");
-        return response;
+    let credential = match bearer {
+        None => Credential::None,
+        Some(token) => match resolve(&app, token, client_ip).await {
+            Ok(credential) => credential,
+            Err(limited @ Error::RateLimited { .. }) => {
+                tracing::warn!(%method, route = %path, source_ip = %client_ip, "rate limited before credential lookup");
+                return reject(is_grpc, limited);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "credential lookup failed");
+                Credential::Unverifiable
+            }
+        },
+    };
+    let principal = credential.log_id();
+
+    if let Err(retry_after_secs) = app.limits.check(bucket_for(&path, &credential, client_ip)) {
+        tracing::warn!(%method, route = %path, principal = principal.map(|p| p.to_string()), source_ip = %client_ip, "rate limited");
+        return reject(
+            is_grpc,
+            Error::RateLimited {
+                message: format!("rate limited, retry in {retry_after_secs} s"),
+                retry_after_secs,
+            },
+        );
     }
+
     let origin = Origin(origin_of(&req));
     req.extensions_mut().insert(credential);
-    req.extensions_mut().insert(SourceIp(peer.ip()));
+    req.extensions_mut().insert(SourceIp(client_ip));
     req.extensions_mut().insert(origin);
 
     let mut response = next.run(req).await;
@@ -93,15 +94,52 @@ pub async fn authenticate(
         grpc_status,
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         principal = principal.map(|p| p.to_string()),
-        source_ip = %peer.ip(),
+        source_ip = %client_ip,
         "request"
     );
     response
 }
 
+/// `Authorization: Bearer <secret>` (the scheme is case-insensitive; a bare
+/// secret is accepted too).
+fn bearer_token(value: &str) -> &str {
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy,
+/// the nearest untrusted address in `X-Forwarded-For`.
+fn client_ip(req: &Request, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+fn reject(is_grpc: bool, error: Error) -> Response {
+    if is_grpc {
+        let mut response = tonic::Status::from(error).into_http::<axum::body::Body>();
+        response.headers_mut().remove(HTTP_STATUS_HINT);
+        response
+    } else {
+        crate::rest::error_response(error)
+    }
+}
+
 /// Pairing and enrollment are limited per source IP whatever the credential;
 /// everything else per key, or per IP without a valid key.
-fn bucket_for(path: &str, credential: &Credential, ip: std::net::IpAddr) -> Bucket {
+fn bucket_for(path: &str, credential: &Credential, ip: IpAddr) -> Bucket {
     const PAIRING: [&str; 4] = [
         "/api/public/v1/pair",
         "/api/public/v1/enroll",
@@ -142,7 +180,9 @@ fn origin_of(req: &Request) -> String {
 
 /// Resolves a bearer secret. A malformed one is rejected here, before any
 /// database query; device and API keys are served from the cache when fresh.
-pub async fn resolve(app: &App, token: &str) -> Result<Credential> {
+/// A cache miss draws on the caller's per-IP bucket first, so forged
+/// well-formed keys cannot flood the database.
+pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     let Some(kind) = secret::parse(token) else {
         return Ok(Credential::Rejected("malformed credential"));
     };
@@ -157,45 +197,54 @@ pub async fn resolve(app: &App, token: &str) -> Result<Credential> {
     if let Some(hit) = app.keys.get(&hash) {
         return Ok(hit);
     }
-    app.auth_db_lookups.fetch_add(1, Ordering::Relaxed);
+    if let Err(retry_after_secs) = app.limits.check(Bucket::Anonymous(ip)) {
+        return Err(Error::RateLimited {
+            message: format!("too many unknown credentials, retry in {retry_after_secs} s"),
+            retry_after_secs,
+        });
+    }
+    let generation = app.keys.generation();
+    app.count_auth_lookup();
     let now = Utc::now();
-    if kind == SecretKind::DeviceKey {
+    let (credential, expires_at) = if kind == SecretKind::DeviceKey {
         let found = device_key::Entity::find()
             .filter(device_key::Column::SecretHash.eq(&hash))
             .one(app.store.unscoped())
             .await?;
-        return Ok(match found {
-            Some(k) if k.revoked_at.is_none() && k.expires_at.is_none_or(|end| now < end) => {
-                let credential = Credential::Device(DevicePrincipal {
+        match found {
+            Some(k) if k.revoked_at.is_none() && k.expires_at.is_none_or(|end| now < end) => (
+                Credential::Device(DevicePrincipal {
                     org_id: k.org_id,
                     device_id: k.device_id,
                     key_id: k.id,
-                });
-                app.keys.put(hash, credential.clone(), k.expires_at);
-                credential
-            }
-            Some(_) => Credential::Rejected("device key revoked or expired"),
-            None => Credential::Rejected("unknown device key"),
-        });
-    }
-    let found = api_key::Entity::find()
-        .filter(api_key::Column::SecretHash.eq(&hash))
-        .one(app.store.unscoped())
-        .await?;
-    Ok(match found {
-        Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
-            Some(role) => {
-                let credential = Credential::OrgKey(OrgKeyPrincipal {
-                    org_id: k.org_id,
-                    key_id: k.id,
-                    role,
-                });
-                app.keys.put(hash, credential.clone(), None);
-                credential
-            }
-            None => Credential::Rejected("API key has an unknown role"),
-        },
-        Some(_) => Credential::Rejected("API key revoked"),
-        None => Credential::Rejected("unknown API key"),
-    })
+                }),
+                k.expires_at,
+            ),
+            Some(_) => (Credential::Rejected("device key revoked or expired"), None),
+            None => (Credential::Rejected("unknown device key"), None),
+        }
+    } else {
+        let found = api_key::Entity::find()
+            .filter(api_key::Column::SecretHash.eq(&hash))
+            .one(app.store.unscoped())
+            .await?;
+        match found {
+            Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
+                Some(role) => (
+                    Credential::OrgKey(OrgKeyPrincipal {
+                        org_id: k.org_id,
+                        key_id: k.id,
+                        role,
+                    }),
+                    None,
+                ),
+                None => (Credential::Rejected("API key has an unknown role"), None),
+            },
+            Some(_) => (Credential::Rejected("API key revoked"), None),
+            None => (Credential::Rejected("unknown API key"), None),
+        }
+    };
+    app.keys
+        .put(generation, hash, credential.clone(), expires_at);
+    Ok(credential)
 }

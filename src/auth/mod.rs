@@ -56,8 +56,8 @@ pub struct OrgKeyPrincipal {
     pub role: Role,
 }
 
-/// What the auth layer found on a request.
-#[derive(Clone, Debug)]
+/// What the auth layer found on a request. Its `Debug` never shows a secret.
+#[derive(Clone)]
 pub enum Credential {
     None,
     Device(DevicePrincipal),
@@ -71,6 +71,20 @@ pub enum Credential {
     /// The credential could not be checked (database down): 503, never 401,
     /// so a device does not throw away a key that may still be good.
     Unverifiable,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Device(d) => f.debug_tuple("Device").field(d).finish(),
+            Credential::OrgKey(k) => f.debug_tuple("OrgKey").field(k).finish(),
+            Credential::ProvisioningToken(_) => f.write_str("ProvisioningToken(<redacted>)"),
+            Credential::EnrollmentCode(_) => f.write_str("EnrollmentCode(<redacted>)"),
+            Credential::Rejected(why) => f.debug_tuple("Rejected").field(why).finish(),
+            Credential::Unverifiable => f.write_str("Unverifiable"),
+        }
+    }
 }
 
 impl Credential {
@@ -165,5 +179,19 @@ pub fn require_write(credential: &Credential) -> Result<OrgWrite> {
         _ => Ok(OrgWrite {
             org_id: read.org_id,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let token = secret::generate(secret::SecretKind::ProvisioningToken).plaintext;
+        let shown = format!("{:?}", Credential::ProvisioningToken(token.clone()));
+        assert!(!shown.contains(&token));
+        let code = secret::generate(secret::SecretKind::EnrollmentCode).plaintext;
+        assert!(!format!("{:?}", Credential::EnrollmentCode(code.clone())).contains(&code));
     }
 }

@@ -81,7 +81,7 @@ pub struct DeviceConfig {
 }
 
 pub async fn config(app: &App, who: &DevicePrincipal) -> Result<DeviceConfig> {
-    let tx = app.store.org_tx(who.org_id).await?;
+    let tx = app.store.org_read(who.org_id).await?;
     let device = devices::find_by_id(&tx, who.device_id).await?;
     let location = match device.location_id {
         Some(id) => Some(places::find_location(&tx, id).await?),

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter,
+    QuerySelect,
 };
 use uuid::Uuid;
 
@@ -145,7 +146,7 @@ pub async fn new_provisioning_token(
     id: &str,
 ) -> Result<ProvisioningToken> {
     let tx = app.store.org_tx(access.org_id()).await?;
-    let device = find(&tx, id).await?;
+    let device = lock(&tx, id).await?;
     let token = issue_provisioning_token(app, &tx, device.id).await?;
     tx.commit().await?;
     Ok(token)
@@ -165,8 +166,24 @@ pub async fn find_by_id(tx: &OrgTx, id: Uuid) -> Result<device::Model> {
         .ok_or_else(|| Error::not_found("device"))
 }
 
+/// The device, locked until the transaction ends, so concurrent key changes
+/// (rotate, revoke, pair) on one device run one after the other and never
+/// leave two live keys. (SQLite's IMMEDIATE transactions already serialize.)
+pub async fn lock_by_id(tx: &OrgTx, id: Uuid) -> Result<device::Model> {
+    device::Entity::find_by_id(id)
+        .filter(device::Column::OrgId.eq(tx.org_id()))
+        .lock_exclusive()
+        .one(tx.conn())
+        .await?
+        .ok_or_else(|| Error::not_found("device"))
+}
+
+async fn lock(tx: &OrgTx, id: &str) -> Result<device::Model> {
+    lock_by_id(tx, validate::path_id("device", id)?).await
+}
+
 pub async fn get_device(app: &App, access: &OrgRead, id: &str) -> Result<device::Model> {
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let tx = app.store.org_read(access.org_id()).await?;
     let device = find(&tx, id).await?;
     tx.commit().await?;
     Ok(device)
@@ -177,7 +194,7 @@ pub async fn list_devices(
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<device::Model>, String)> {
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let tx = app.store.org_read(access.org_id()).await?;
     let select = device::Entity::find().filter(device::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, device::Column::Id, tx.conn(), |m| m.id)
@@ -260,7 +277,7 @@ pub async fn rotate_key(
         )));
     }
     let tx = app.store.org_tx(access.org_id()).await?;
-    let device = find(&tx, id).await?;
+    let device = lock(&tx, id).await?;
     let now = Utc::now();
     let live = device_key::Column::RevokedAt.is_null();
     if grace_seconds == 0 {
@@ -295,7 +312,7 @@ pub async fn rotate_key(
 /// Revokes every key of the device; its next request is 401.
 pub async fn revoke_keys(app: &App, access: &OrgWrite, id: &str) -> Result<(Uuid, u64)> {
     let tx = app.store.org_tx(access.org_id()).await?;
-    let device = find(&tx, id).await?;
+    let device = lock(&tx, id).await?;
     let done = device_key::Entity::update_many()
         .col_expr(device_key::Column::RevokedAt, Utc::now().into())
         .filter(device_key::Column::DeviceId.eq(device.id))

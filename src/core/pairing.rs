@@ -41,6 +41,7 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
         validate::short_text("firmware_version", input.firmware_version.as_deref())?;
 
     let hash = secret::hash(&input.token);
+    app.count_auth_lookup();
     let token = provisioning_token::Entity::find()
         .filter(provisioning_token::Column::SecretHash.eq(&hash))
         .one(app.store.unscoped())
@@ -49,6 +50,9 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
 
     let now = Utc::now();
     let tx = app.store.org_tx(token.org_id).await?;
+    // Lock the device first, as every key operation does, so that pairing and
+    // a concurrent new token or rotation cannot deadlock.
+    let device = devices::lock_by_id(&tx, token.device_id).await?;
     // Claim the token with a conditional update, so two concurrent pairings
     // with the same token cannot both succeed.
     let claimed = provisioning_token::Entity::update_many()
@@ -63,7 +67,6 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
     if claimed.rows_affected != 1 {
         return Err(Error::Unauthenticated(REJECTED.into()));
     }
-    let device = devices::find_by_id(&tx, token.device_id).await?;
 
     // A re-paired device (new SD card, factory reset) keeps one live key.
     device_key::Entity::update_many()

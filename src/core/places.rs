@@ -59,7 +59,7 @@ pub async fn list_locations(
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<location::Model>, String)> {
-    let tx = store.org_tx(access.org_id()).await?;
+    let tx = store.org_read(access.org_id()).await?;
     let select = location::Entity::find().filter(location::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, location::Column::Id, tx.conn(), |m| m.id)
@@ -95,7 +95,7 @@ pub async fn list_groups(
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<device_group::Model>, String)> {
-    let tx = store.org_tx(access.org_id()).await?;
+    let tx = store.org_read(access.org_id()).await?;
     let select = device_group::Entity::find().filter(device_group::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, device_group::Column::Id, tx.conn(), |m| m.id)

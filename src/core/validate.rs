@@ -9,8 +9,20 @@ pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_LEN: usize = 64;
 pub const MAX_SHORT_TEXT: usize = 256;
 
+/// Control characters (NUL above all: PostgreSQL text cannot hold it) have
+/// no place in names, versions or tags.
+fn printable(field: &str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 pub fn name(field: &str, value: &str) -> Result<String> {
     let v = value.trim();
+    printable(field, v)?;
     if v.is_empty() {
         return Err(Error::invalid(format!("{field} must not be empty")));
     }
@@ -29,7 +41,7 @@ pub fn short_text(field: &str, value: Option<&str>) -> Result<Option<String>> {
         Some(v) if v.chars().count() > MAX_SHORT_TEXT => Err(Error::invalid(format!(
             "{field} must be at most {MAX_SHORT_TEXT} characters"
         ))),
-        Some(v) => Ok(Some(v.to_owned())),
+        Some(v) => printable(field, v).map(|()| Some(v.to_owned())),
     }
 }
 
@@ -45,6 +57,7 @@ pub fn tags(values: &[String]) -> Result<Vec<String>> {
                 "tags[{i}] must be 1 to {MAX_TAG_LEN} characters"
             )));
         }
+        printable(&format!("tags[{i}]"), t)?;
         if !out.iter().any(|o| o == t) {
             out.push(t.to_owned());
         }

@@ -148,6 +148,20 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// The `{id}` of a path. One that cannot be decoded (bad percent-encoding)
+/// names nothing: 404 in the envelope, like any id we do not know.
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| error_response(Error::NotFound("no such resource".into())))
+    }
+}
+
 /// A query string decoded into message `T` (list pagination, filters).
 pub struct QueryMessage<T>(pub T);
 

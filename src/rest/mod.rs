@@ -6,7 +6,7 @@ mod extract;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tonic::Status;
 
 pub use error::{code_name, error_response, http_status, status_response};
-use extract::{Caller, JsonBody, QueryMessage};
+use extract::{Caller, IdPath, JsonBody, QueryMessage};
 
 use crate::{
     app::App,
@@ -55,7 +55,7 @@ macro_rules! body {
         }
     };
     ($svc:ident . $method:ident, $msg:ty, $ok:expr, id) => {
-        |caller: Caller, State(s): St, Path(id): Path<String>, body: JsonBody<$msg>| async move {
+        |caller: Caller, State(s): St, IdPath(id): IdPath, body: JsonBody<$msg>| async move {
             let mut message = body.message;
             message.id = id;
             reply($ok, s.$svc.$method(caller.request(message)).await)
@@ -76,7 +76,7 @@ macro_rules! query {
     ($svc:ident . $method:ident, $msg:ty, id) => {
         |caller: Caller,
          State(s): St,
-         Path(id): Path<String>,
+         IdPath(id): IdPath,
          QueryMessage(mut message): QueryMessage<$msg>| async move {
             message.id = id;
             reply(
@@ -354,7 +354,7 @@ async fn model(caller: Caller, State(s): St) -> Response {
 async fn update_device(
     caller: Caller,
     State(s): St,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     body: JsonBody<proto::UpdateDeviceRequest>,
 ) -> Response {
     let mut message = body.message;
@@ -364,7 +364,7 @@ async fn update_device(
 }
 
 /// DELETE /api-keys/{id}: 204.
-async fn delete_api_key(caller: Caller, State(s): St, Path(id): Path<String>) -> Response {
+async fn delete_api_key(caller: Caller, State(s): St, IdPath(id): IdPath) -> Response {
     match s
         .admin
         .delete_api_key(caller.request(proto::DeleteApiKeyRequest { id }))

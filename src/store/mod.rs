@@ -9,7 +9,8 @@ pub mod entities;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, Statement, TransactionTrait, sqlx::sqlite::SqliteJournalMode,
+    DatabaseTransaction, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::SqliteJournalMode,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -53,8 +54,29 @@ impl Store {
         &self.db
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// `BEGIN` (IMMEDIATE), so a read followed by a write cannot fail with
+    /// SQLITE_BUSY when another connection wrote in between; waiting for the
+    /// lock honours the busy timeout instead.
     pub async fn org_tx(&self, org_id: Uuid) -> Result<OrgTx> {
-        let tx = self.db.begin().await?;
+        self.begin_scoped(org_id, SqliteTransactionMode::Immediate)
+            .await
+    }
+
+    /// A read-only transaction (deferred on SQLite: readers never wait).
+    pub async fn org_read(&self, org_id: Uuid) -> Result<OrgTx> {
+        self.begin_scoped(org_id, SqliteTransactionMode::Deferred)
+            .await
+    }
+
+    async fn begin_scoped(&self, org_id: Uuid, mode: SqliteTransactionMode) -> Result<OrgTx> {
+        let tx = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(mode),
+                ..Default::default()
+            })
+            .await?;
         if tx.get_database_backend() == DatabaseBackend::Postgres {
             tx.execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
