@@ -97,3 +97,218 @@ async fn every_documented_operation_is_served_and_nothing_else() {
         }
     }
 }
+
+/// Checks `value` against an OpenAPI schema: objects have exactly the
+/// documented properties (every response field is present, nothing
+/// undocumented), types match, `null` only where nullable.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if value.is_null() {
+        assert!(schema["nullable"] == true, "{at} is null but not nullable");
+        return;
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let obj = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at} is not an object: {value}"));
+            let Some(props) = schema["properties"].as_object() else {
+                return; // free-form object (google.protobuf.Struct)
+            };
+            let documented: BTreeSet<&String> = props.keys().collect();
+            let sent: BTreeSet<&String> = obj.keys().collect();
+            assert_eq!(sent, documented, "{at}: fields differ from the document");
+            for (k, v) in obj {
+                conforms(doc, &props[k], v, &format!("{at}.{k}"));
+            }
+        }
+        Some("array") => {
+            for (i, item) in value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at} is not an array"))
+                .iter()
+                .enumerate()
+            {
+                conforms(doc, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => assert!(value.is_string(), "{at} is not a string: {value}"),
+        Some("integer") => assert!(
+            value.is_u64() || value.is_i64(),
+            "{at} is not an integer: {value}"
+        ),
+        Some("number") => assert!(value.is_number(), "{at} is not a number: {value}"),
+        Some("boolean") => assert!(value.is_boolean(), "{at} is not a boolean: {value}"),
+        _ => {}
+    }
+}
+
+/// The schema the document gives for `method path` answering `status`.
+fn response_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
+    let mut response = &doc["paths"][path][method]["responses"][status.to_string()];
+    if let Some(r) = response.get("$ref").and_then(Value::as_str) {
+        response = &doc["components"]["responses"][r.trim_start_matches("#/components/responses/")];
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        !schema.is_null(),
+        "{method} {path} documents no {status} JSON body"
+    );
+    schema
+}
+
+#[tokio::test]
+async fn answers_match_the_documented_schemas() {
+    let s = common::start().await;
+    let doc = document();
+    let owner = s.owner_key.clone();
+    let check = |method: &str, path: &str, a: &common::Answer| {
+        let schema = response_schema(&doc, method, path, a.status.as_u16());
+        conforms(&doc, schema, &a.body, &format!("{method} {path}"));
+    };
+
+    let loc = s
+        .post(
+            "/api/v1/locations",
+            Some(&owner),
+            serde_json::json!({"name": "L", "latitude": 1.5}),
+        )
+        .await;
+    check("post", "/api/v1/locations", &loc);
+    let group = s
+        .post(
+            "/api/v1/groups",
+            Some(&owner),
+            serde_json::json!({"name": "G"}),
+        )
+        .await;
+    check("post", "/api/v1/groups", &group);
+    let created = s
+        .post("/api/v1/devices", Some(&owner), serde_json::json!({"name": "d", "location_id": loc.body["id"], "group_id": group.body["id"]}))
+        .await;
+    check("post", "/api/v1/devices", &created);
+    let id = created.body["device"]["id"].as_str().unwrap().to_owned();
+    let token = created.body["provisioning_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paired = s
+        .post(
+            "/api/public/v1/pair",
+            None,
+            serde_json::json!({"provisioning_token": token}),
+        )
+        .await;
+    check("post", "/api/public/v1/pair", &paired);
+    let key = paired.body["api_key"].as_str().unwrap().to_owned();
+    check(
+        "post",
+        "/api/public/v1/heartbeat",
+        &s.post(
+            "/api/public/v1/heartbeat",
+            Some(&key),
+            serde_json::json!({"uptime_seconds": 3}),
+        )
+        .await,
+    );
+    check(
+        "get",
+        "/api/public/v1/config",
+        &s.get("/api/public/v1/config", Some(&key)).await,
+    );
+    check(
+        "get",
+        "/api/public/v1/sensor-types",
+        &s.get("/api/public/v1/sensor-types", None).await,
+    );
+    check(
+        "get",
+        "/api/v1/devices",
+        &s.get("/api/v1/devices", Some(&owner)).await,
+    );
+    check(
+        "get",
+        "/api/v1/devices/{id}",
+        &s.get(&format!("/api/v1/devices/{id}"), Some(&owner)).await,
+    );
+    check(
+        "patch",
+        "/api/v1/devices/{id}",
+        &s.call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/devices/{id}"),
+            Some(&owner),
+            Some(serde_json::json!({"tags": ["a"]})),
+        )
+        .await,
+    );
+    check(
+        "get",
+        "/api/v1/locations",
+        &s.get("/api/v1/locations", Some(&owner)).await,
+    );
+    check(
+        "get",
+        "/api/v1/groups",
+        &s.get("/api/v1/groups", Some(&owner)).await,
+    );
+    check(
+        "post",
+        "/api/v1/devices/{id}/provisioning-token",
+        &s.post(
+            &format!("/api/v1/devices/{id}/provisioning-token"),
+            Some(&owner),
+            serde_json::json!({}),
+        )
+        .await,
+    );
+    check(
+        "post",
+        "/api/v1/devices/{id}/rotate-key",
+        &s.post(
+            &format!("/api/v1/devices/{id}/rotate-key"),
+            Some(&owner),
+            serde_json::json!({}),
+        )
+        .await,
+    );
+    check(
+        "post",
+        "/api/v1/devices/{id}/revoke-key",
+        &s.post(
+            &format!("/api/v1/devices/{id}/revoke-key"),
+            Some(&owner),
+            serde_json::json!({}),
+        )
+        .await,
+    );
+    // Errors, in the documented envelope.
+    check(
+        "get",
+        "/api/v1/devices/{id}",
+        &s.get(
+            &format!("/api/v1/devices/{}", uuid::Uuid::now_v7()),
+            Some(&owner),
+        )
+        .await,
+    );
+    check(
+        "post",
+        "/api/public/v1/heartbeat",
+        &s.post("/api/public/v1/heartbeat", None, serde_json::json!({}))
+            .await,
+    );
+    check(
+        "post",
+        "/api/v1/devices",
+        &s.post(
+            "/api/v1/devices",
+            Some(&owner),
+            serde_json::json!({"name": ""}),
+        )
+        .await,
+    );
+}

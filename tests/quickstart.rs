@@ -104,6 +104,37 @@ async fn quickstart_flow_over_rest() {
     assert_eq!(cfg.body["org"]["name"], "default");
     assert_eq!(cfg.body["location"]["name"], "Dock 4");
     assert_eq!(cfg.body["location"]["timezone"], "Europe/Berlin");
+    let mut location_keys: Vec<&str> = cfg.body["location"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    location_keys.sort();
+    assert_eq!(
+        location_keys,
+        ["id", "latitude", "longitude", "name", "timezone"]
+    );
+    let mut top: Vec<&str> = cfg
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            "active_model",
+            "device",
+            "endpoints",
+            "heartbeat_interval_seconds",
+            "location",
+            "org",
+            "sensor_keys"
+        ]
+    );
     assert_eq!(cfg.body["active_model"], serde_json::Value::Null);
     assert!(
         cfg.body["sensor_keys"]

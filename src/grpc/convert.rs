@@ -41,6 +41,17 @@ pub fn location(m: &location::Model) -> proto::Location {
     }
 }
 
+/// The location as `/config` shows it to the device.
+pub fn config_location(m: &location::Model) -> proto::ConfigLocation {
+    proto::ConfigLocation {
+        id: m.id.to_string(),
+        name: m.name.clone(),
+        latitude: m.latitude,
+        longitude: m.longitude,
+        timezone: m.timezone.clone(),
+    }
+}
+
 pub fn group(m: &device_group::Model) -> proto::Group {
     proto::Group {
         id: m.id.to_string(),

@@ -95,7 +95,7 @@ impl DeviceService for DeviceApi {
                 id: cfg.org.id.to_string(),
                 name: cfg.org.name.clone(),
             }),
-            location: cfg.location.as_ref().map(convert::location),
+            location: cfg.location.as_ref().map(convert::config_location),
             // Model deployments arrive with the models issue.
             active_model: None,
             sensor_keys: cfg.sensor_keys,
