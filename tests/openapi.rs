@@ -285,6 +285,19 @@ async fn answers_match_the_documented_schemas() {
         )
         .await,
     );
+    let key = s
+        .post(
+            "/api/v1/api-keys",
+            Some(&owner),
+            serde_json::json!({"name": "k", "role": "viewer"}),
+        )
+        .await;
+    check("post", "/api/v1/api-keys", &key);
+    check(
+        "get",
+        "/api/v1/api-keys",
+        &s.get("/api/v1/api-keys", Some(&owner)).await,
+    );
     // Errors, in the documented envelope.
     check(
         "get",

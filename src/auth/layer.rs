@@ -230,14 +230,23 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
             .await?;
         match found {
             Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
-                Some(role) => (
-                    Credential::OrgKey(OrgKeyPrincipal {
-                        org_id: k.org_id,
-                        key_id: k.id,
-                        role,
-                    }),
-                    None,
-                ),
+                Some(role) => {
+                    // "Last used" costs a write only on a cache miss (at most
+                    // once per TTL per key), never on the hot path.
+                    api_key::Entity::update_many()
+                        .col_expr(api_key::Column::LastUsedAt, Some(now).into())
+                        .filter(api_key::Column::Id.eq(k.id))
+                        .exec(app.store.unscoped())
+                        .await?;
+                    (
+                        Credential::OrgKey(OrgKeyPrincipal {
+                            org_id: k.org_id,
+                            key_id: k.id,
+                            role,
+                        }),
+                        None,
+                    )
+                }
                 None => (Credential::Rejected("API key has an unknown role"), None),
             },
             Some(_) => (Credential::Rejected("API key revoked"), None),

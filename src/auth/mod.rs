@@ -112,6 +112,8 @@ pub struct OrgRead {
 #[derive(Clone, Copy, Debug)]
 pub struct OrgWrite {
     org_id: Uuid,
+    role: Role,
+    key_id: Uuid,
 }
 
 impl OrgRead {
@@ -123,6 +125,14 @@ impl OrgRead {
 impl OrgWrite {
     pub fn org_id(&self) -> Uuid {
         self.org_id
+    }
+    /// `Owner` or `Admin`: what the caller may grant or take away.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The API key making the call.
+    pub fn key_id(&self) -> Uuid {
+        self.key_id
     }
     pub fn read(&self) -> OrgRead {
         OrgRead {
@@ -171,14 +181,17 @@ pub fn require_read(credential: &Credential) -> Result<OrgRead> {
 }
 
 pub fn require_write(credential: &Credential) -> Result<OrgWrite> {
-    let read = require_read(credential)?;
+    require_read(credential)?;
     match credential {
         Credential::OrgKey(k) if k.role == Role::Viewer => {
             Err(Error::PermissionDenied("a viewer key may only read".into()))
         }
-        _ => Ok(OrgWrite {
-            org_id: read.org_id,
+        Credential::OrgKey(k) => Ok(OrgWrite {
+            org_id: k.org_id,
+            role: k.role,
+            key_id: k.key_id,
         }),
+        other => Err(unauthenticated(other)),
     }
 }
 

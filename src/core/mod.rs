@@ -1,6 +1,7 @@
 //! Use cases: the rules of swrm, free of transport types. gRPC handlers, the
 //! REST adapter (through gRPC), the CLI and background jobs all call these.
 
+pub mod api_keys;
 pub mod device_ops;
 pub mod devices;
 pub mod orgs;

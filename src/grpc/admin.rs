@@ -8,7 +8,7 @@ use super::{convert, credential};
 use crate::{
     app::App,
     auth::{require_read, require_write},
-    core::{devices, page::PageRequest, places, rfc3339},
+    core::{api_keys, devices, page::PageRequest, places, rfc3339},
     proto::{self, admin_service_server::AdminService},
 };
 
@@ -198,6 +198,41 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn create_api_key(
+        &self,
+        req: Request<proto::CreateApiKeyRequest>,
+    ) -> Reply<proto::ApiKey> {
+        let access = require_write(credential(&req))?;
+        let body = req.get_ref();
+        let created = api_keys::create(&self.app, &access, &body.name, &body.role).await?;
+        let mut key = convert::api_key(&created.key);
+        key.api_key = Some(created.plaintext);
+        Ok(Response::new(key))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<proto::ListApiKeysRequest>,
+    ) -> Reply<proto::ListApiKeysResponse> {
+        let access = require_read(credential(&req))?;
+        let body = req.get_ref();
+        let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
+        let (rows, next_page_token) = api_keys::list(&self.app, &access, page).await?;
+        Ok(Response::new(proto::ListApiKeysResponse {
+            api_keys: rows.iter().map(convert::api_key).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        req: Request<proto::DeleteApiKeyRequest>,
+    ) -> Reply<proto::DeleteApiKeyResponse> {
+        let access = require_write(credential(&req))?;
+        api_keys::delete(&self.app, &access, &req.get_ref().id).await?;
+        Ok(Response::new(proto::DeleteApiKeyResponse {}))
+    }
+
     // Until their issues land: authenticate and authorize, then say so.
     async fn create_command(
         &self,
@@ -245,27 +280,6 @@ impl AdminService for AdminApi {
             require_read(credential(&req)).map(|_| ()),
             "ListEnrollmentCodes",
         )
-    }
-
-    async fn create_api_key(
-        &self,
-        req: Request<proto::CreateApiKeyRequest>,
-    ) -> Reply<proto::ApiKey> {
-        not_yet(require_write(credential(&req)).map(|_| ()), "CreateApiKey")
-    }
-
-    async fn list_api_keys(
-        &self,
-        req: Request<proto::ListApiKeysRequest>,
-    ) -> Reply<proto::ListApiKeysResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListApiKeys")
-    }
-
-    async fn delete_api_key(
-        &self,
-        req: Request<proto::DeleteApiKeyRequest>,
-    ) -> Reply<proto::DeleteApiKeyResponse> {
-        not_yet(require_write(credential(&req)).map(|_| ()), "DeleteApiKey")
     }
 
     async fn create_alert_rule(

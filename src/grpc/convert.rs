@@ -5,7 +5,7 @@ use chrono::Utc;
 use crate::{
     core::{self, rfc3339},
     proto,
-    store::entities::{device, device_group, location},
+    store::entities::{api_key, device, device_group, location},
 };
 
 pub fn device(m: &device::Model, interval: std::time::Duration) -> proto::Device {
@@ -58,5 +58,19 @@ pub fn group(m: &device_group::Model) -> proto::Group {
         name: m.name.clone(),
         description: m.description.clone(),
         created_at: rfc3339(m.created_at),
+    }
+}
+
+/// An API key as listed: never its secret (`api_key` is only in the create answer).
+pub fn api_key(m: &api_key::Model) -> proto::ApiKey {
+    proto::ApiKey {
+        id: m.id.to_string(),
+        api_key: None,
+        name: m.name.clone(),
+        role: m.role.clone(),
+        prefix: m.prefix.clone(),
+        created_at: rfc3339(m.created_at),
+        last_used_at: m.last_used_at.map(rfc3339),
+        revoked_at: m.revoked_at.map(rfc3339),
     }
 }
