@@ -53,6 +53,11 @@ pub struct Config {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "SWRM_MAX_JSON_BYTES", default_value_t = 1024 * 1024)]
     pub max_json_bytes: usize,
+    /// Seconds a client has to send a request's headers (slow clients and
+    /// idle keep-alive connections are closed after it).
+    #[arg(long, env = "SWRM_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub header_read_timeout_seconds: u32,
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
     /// Addresses of your load balancers / reverse proxies. Requests from them
@@ -79,6 +84,7 @@ impl Config {
             heartbeat_interval_seconds: 30,
             provisioning_token_ttl_seconds: 86_400,
             max_json_bytes: 1024 * 1024,
+            header_read_timeout_seconds: 30,
             rate_limits: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
         }

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod json;
 pub mod limits;
 pub mod rest;
+pub mod server;
 pub mod store;
 
 /// The generated protobuf messages, gRPC clients and servers of `proto/swrm/v1`.
@@ -22,7 +23,7 @@ pub mod proto {
     tonic::include_proto!("swrm.v1");
 }
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
 
 pub use app::App;
@@ -65,10 +66,9 @@ pub async fn serve(
         })
     };
     let key_events = bus::listen(app.clone());
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let header_read_timeout =
+        std::time::Duration::from_secs(app.config.header_read_timeout_seconds.into());
+    let served = server::run(router(app), listener, header_read_timeout, shutdown).await;
     pruner.abort();
     if let Some(task) = key_events {
         task.abort();
