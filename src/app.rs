@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{auth::cache::KeyCache, config::Config, limits::Limits, store::Store};
+use crate::{
+    auth::cache::KeyCache, config::Config, core::liveness::LivenessWriter, limits::Limits,
+    store::Store,
+};
 
 pub struct App {
     pub config: Config,
@@ -11,6 +14,8 @@ pub struct App {
     /// Resolved device and API keys (see `auth::cache`).
     pub keys: KeyCache,
     pub limits: Limits,
+    /// Group-commits heartbeats (see `core::liveness`).
+    pub liveness: LivenessWriter,
     /// How many credential checks reached the database (observability, and
     /// the proof that malformed secrets never do).
     pub auth_db_lookups: AtomicU64,
@@ -20,6 +25,7 @@ impl App {
     pub fn new(config: Config, store: Store) -> Self {
         Self {
             limits: Limits::new(&config.rate_limits),
+            liveness: LivenessWriter::spawn(store.clone()),
             config,
             store,
             keys: KeyCache::default(),

@@ -1,10 +1,9 @@
 //! What a paired device does for itself: heartbeat and bootstrap config.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::net::IpAddr;
 
-use super::{devices, orgs, places, sensor_types, validate};
+use super::{devices, liveness::Liveness, orgs, places, sensor_types, validate};
 use crate::{
     app::App,
     auth::DevicePrincipal,
@@ -44,31 +43,18 @@ pub async fn heartbeat(
         }
     };
     let now = Utc::now();
-    let tx = app.store.org_tx(who.org_id).await?;
-    let mut update = device::Entity::update_many()
-        .col_expr(device::Column::LastSeenAt, Some(now).into())
-        .col_expr(device::Column::SourceIp, Some(source_ip.to_string()).into());
-    if let Some(v) = firmware_version {
-        update = update.col_expr(device::Column::FirmwareVersion, Some(v).into());
-    }
-    if let Some(v) = uptime {
-        update = update.col_expr(device::Column::UptimeSeconds, Some(v).into());
-    }
-    if let Some(v) = reported_ip {
-        update = update.col_expr(device::Column::ReportedIp, Some(v).into());
-    }
-    if let Some(v) = hostname {
-        update = update.col_expr(device::Column::Hostname, Some(v).into());
-    }
-    let done = update
-        .filter(device::Column::Id.eq(who.device_id))
-        .filter(device::Column::OrgId.eq(tx.org_id()))
-        .exec(tx.conn())
+    app.liveness
+        .record(Liveness {
+            org_id: who.org_id,
+            device_id: who.device_id,
+            at: now,
+            source_ip: source_ip.to_string(),
+            firmware_version,
+            uptime_seconds: uptime,
+            reported_ip,
+            hostname,
+        })
         .await?;
-    if done.rows_affected == 0 {
-        return Err(Error::Unauthenticated("device no longer exists".into()));
-    }
-    tx.commit().await?;
     Ok(now)
 }
 

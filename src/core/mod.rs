@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod device_ops;
 pub mod devices;
+pub mod liveness;
 pub mod orgs;
 pub mod page;
 pub mod pairing;

@@ -77,15 +77,21 @@ impl Store {
                 ..Default::default()
             })
             .await?;
-        if tx.get_database_backend() == DatabaseBackend::Postgres {
-            tx.execute_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                "SELECT set_config('swrm.org_id', $1, true)",
-                [org_id.to_string().into()],
-            ))
-            .await?;
-        }
+        set_org(&tx, org_id).await?;
         Ok(OrgTx { tx, org_id })
+    }
+
+    /// A write transaction spanning organizations (batched writes); each
+    /// statement must go through [`BatchTx::scope`].
+    pub async fn batch_tx(&self) -> Result<BatchTx> {
+        let tx = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        Ok(BatchTx { tx, scoped: None })
     }
 
     pub async fn ping(&self) -> bool {
@@ -97,6 +103,41 @@ impl Store {
 pub struct OrgTx {
     tx: DatabaseTransaction,
     org_id: Uuid,
+}
+
+/// A transaction whose statements belong to different organizations.
+pub struct BatchTx {
+    tx: DatabaseTransaction,
+    scoped: Option<Uuid>,
+}
+
+impl BatchTx {
+    /// The connection for a statement of `org_id`'s (on PostgreSQL,
+    /// `swrm.org_id` is switched when the organization changes).
+    pub async fn scope(&mut self, org_id: Uuid) -> Result<&DatabaseTransaction> {
+        if self.scoped != Some(org_id) {
+            set_org(&self.tx, org_id).await?;
+            self.scoped = Some(org_id);
+        }
+        Ok(&self.tx)
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+/// Scopes the rest of the transaction to `org_id` (PostgreSQL).
+async fn set_org(tx: &DatabaseTransaction, org_id: Uuid) -> Result<()> {
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        tx.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT set_config('swrm.org_id', $1, true)",
+            [org_id.to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 impl OrgTx {
