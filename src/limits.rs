@@ -7,7 +7,14 @@ use governor::{
     clock::{Clock, DefaultClock},
     state::keyed::DefaultKeyedStateStore,
 };
-use std::{hash::Hash, net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
 use uuid::Uuid;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
@@ -57,11 +64,26 @@ pub enum Bucket {
     Anonymous(IpAddr),
 }
 
+/// The address a per-IP bucket is kept for: IPv4 as is (IPv4-mapped IPv6
+/// too), IPv6 by its /64, which one client usually holds whole.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
 pub struct Limits {
     pairing: Option<Keyed<IpAddr>>,
     device: Option<Keyed<Uuid>>,
     org_key: Option<Keyed<Uuid>>,
     anonymous: Option<Keyed<IpAddr>>,
+    failed_lookups: Option<Keyed<IpAddr>>,
+    /// Clients whose failed lookups ran out, until when.
+    blocked: RwLock<HashMap<IpAddr, Instant>>,
 }
 
 fn keyed<K: Hash + Eq + Clone>(rate: u32, per: Duration, burst: u32) -> Option<Keyed<K>> {
@@ -83,16 +105,18 @@ impl Limits {
             device: keyed(c.device_rate_per_second, second, c.device_burst),
             org_key: keyed(c.org_key_rate_per_second, second, c.org_key_burst),
             anonymous: keyed(c.device_rate_per_second, second, c.device_burst),
+            failed_lookups: keyed(c.device_rate_per_second, second, c.device_burst),
+            blocked: RwLock::default(),
         }
     }
 
     /// `Ok`, or how many whole seconds to wait (for `Retry-After`).
     pub fn check(&self, bucket: Bucket) -> Result<(), u64> {
         match bucket {
-            Bucket::Pairing(ip) => check(&self.pairing, &ip),
+            Bucket::Pairing(ip) => check(&self.pairing, &client_key(ip)),
             Bucket::Device(id) => check(&self.device, &id),
             Bucket::OrgKey(id) => check(&self.org_key, &id),
-            Bucket::Anonymous(ip) => check(&self.anonymous, &ip),
+            Bucket::Anonymous(ip) => check(&self.anonymous, &client_key(ip)),
         }
     }
 
@@ -108,6 +132,38 @@ impl Limits {
         prune(&self.device);
         prune(&self.org_key);
         prune(&self.anonymous);
+        prune(&self.failed_lookups);
+        let now = Instant::now();
+        self.blocked
+            .write()
+            .expect("blocked lock")
+            .retain(|_, until| *until > now);
+    }
+
+    /// Counts a credential lookup that found no valid key. When `ip` has
+    /// used up its failures, it is blocked until its bucket refills, and
+    /// [`Limits::lookups_blocked`] turns even its cache misses away before
+    /// the database. Valid keys never draw on this bucket.
+    pub fn failed_lookup(&self, ip: IpAddr) -> Result<(), u64> {
+        let key = client_key(ip);
+        check(&self.failed_lookups, &key).inspect_err(|&wait| {
+            let until = Instant::now() + Duration::from_secs(wait);
+            self.blocked
+                .write()
+                .expect("blocked lock")
+                .insert(key, until);
+        })
+    }
+
+    /// Seconds left if `ip` is blocked from credential lookups.
+    pub fn lookups_blocked(&self, ip: IpAddr) -> Option<u64> {
+        let until = *self
+            .blocked
+            .read()
+            .expect("blocked lock")
+            .get(&client_key(ip))?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(wait_secs(left))
     }
 }
 
@@ -115,8 +171,28 @@ fn check<K: Hash + Eq + Clone>(limiter: &Option<Keyed<K>>, key: &K) -> Result<()
     let Some(limiter) = limiter else {
         return Ok(());
     };
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-    })
+    limiter
+        .check_key(key)
+        .map_err(|not_until| wait_secs(not_until.wait_time_from(DefaultClock::default().now())))
+}
+
+/// Whole seconds, rounded up, for `Retry-After`.
+fn wait_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
 }

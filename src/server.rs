@@ -12,8 +12,16 @@ use hyper_util::{
     server::{conn::auto::Builder, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use std::{future::Future, pin::pin, time::Duration};
-use tokio::net::TcpListener;
+use std::{
+    future::Future,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{net::TcpListener, task::JoinSet};
 use tower::ServiceExt;
 
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -40,6 +48,7 @@ pub async fn run(
         .max_concurrent_streams(HTTP2_MAX_STREAMS);
 
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -55,9 +64,15 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Set by the first request. hyper's header timeout starts only once
+        // the protocol is known; a client that sends nothing at all is cut
+        // off by the check below instead.
+        let served_one = Arc::new(AtomicBool::new(false));
+        let seen = served_one.clone();
         let service = router
             .clone()
             .map_request(move |req: hyper::Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
@@ -66,8 +81,20 @@ pub async fn run(
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let mut connection = pin!(connection);
+            let result = tokio::select! {
+                result = &mut connection => result,
+                () = tokio::time::sleep(header_read_timeout) => {
+                    if !served_one.load(Ordering::Relaxed) {
+                        tracing::debug!(%peer, "no request within the header timeout; closing");
+                        return;
+                    }
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
@@ -76,8 +103,9 @@ pub async fn run(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
         }
     }
+    connections.shutdown().await;
     Ok(())
 }

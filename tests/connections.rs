@@ -35,3 +35,17 @@ async fn slow_headers_are_cut_off() {
     tcp.read_to_end(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn silent_connections_are_cut_off() {
+    let s = common::start_with(|c| c.header_read_timeout_seconds = 1).await;
+    for opening in [&b""[..], b"PRI"] {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(opening).await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "closed after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -191,6 +191,21 @@ async fn trusted_proxies_forward_the_client_address() {
         "the address our proxy saw"
     );
 
+    // An entry a proxy wrote that we cannot read (ip:port) ends the walk:
+    // what stands left of it may be the client's invention.
+    s.http
+        .post(format!("{}/api/public/v1/heartbeat", s.base))
+        .bearer_auth(&key)
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9:443")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let d = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(d.body["source_ip"], "127.0.0.1");
+
     // Without trust, the header is ignored (it could be forged).
     let plain = common::start().await;
     let (id, key) = plain.paired_device("cam").await;
@@ -207,4 +222,26 @@ async fn trusted_proxies_forward_the_client_address() {
         .get(&format!("/api/v1/devices/{id}"), Some(&plain.owner_key))
         .await;
     assert_eq!(d.body["source_ip"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn a_fleet_behind_one_address_is_not_limited_by_its_first_requests() {
+    // Many devices share one public address (NAT): each one's first request
+    // is a cache miss, and valid keys never draw on the per-IP failure bucket.
+    let s = common::start_with(|c| {
+        c.rate_limits.device_rate_per_second = 1;
+        c.rate_limits.device_burst = 3;
+        c.rate_limits.pair_rate_per_minute = 0;
+    })
+    .await;
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        keys.push(s.paired_device(&format!("cam{i}")).await.1);
+    }
+    for key in &keys {
+        let a = s
+            .post("/api/public/v1/heartbeat", Some(key), json!({}))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
 }

@@ -113,18 +113,34 @@ fn bearer_token(value: &str) -> &str {
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy,
 /// the nearest untrusted address in `X-Forwarded-For`.
 fn client_ip(req: &Request, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    if !is_trusted(&peer) {
         return peer;
     }
-    req.headers()
+    let hops: Vec<&str> = req
+        .headers()
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
+        .collect();
+    // From the nearest hop outwards: the first address a trusted proxy did
+    // not add is the client. An entry we cannot read ends the walk there,
+    // since anything left of it may be the client's own invention.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(&client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 fn reject(is_grpc: bool, error: Error) -> Response {
@@ -180,8 +196,10 @@ fn origin_of(req: &Request) -> String {
 
 /// Resolves a bearer secret. A malformed one is rejected here, before any
 /// database query; device and API keys are served from the cache when fresh.
-/// A cache miss draws on the caller's per-IP bucket first, so forged
-/// well-formed keys cannot flood the database.
+/// Lookups that find no valid key draw on the caller's per-IP failure
+/// bucket; once it is empty, even cache misses are refused before the query,
+/// so forged well-formed keys cannot flood the database. Valid keys never
+/// draw on it.
 pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     let Some(kind) = secret::parse(token) else {
         return Ok(Credential::Rejected("malformed credential"));
@@ -197,11 +215,8 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     if let Some(hit) = app.keys.get(&hash) {
         return Ok(hit);
     }
-    if let Err(retry_after_secs) = app.limits.check(Bucket::Anonymous(ip)) {
-        return Err(Error::RateLimited {
-            message: format!("too many unknown credentials, retry in {retry_after_secs} s"),
-            retry_after_secs,
-        });
+    if let Some(retry_after_secs) = app.limits.lookups_blocked(ip) {
+        return Err(too_many_failures(retry_after_secs));
     }
     let generation = app.keys.generation();
     app.count_auth_lookup();
@@ -233,11 +248,15 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
                 Some(role) => {
                     // "Last used" costs a write only on a cache miss (at most
                     // once per TTL per key), never on the hot path.
-                    api_key::Entity::update_many()
+                    // Best effort: a busy database must not fail a valid key.
+                    if let Err(e) = api_key::Entity::update_many()
                         .col_expr(api_key::Column::LastUsedAt, Some(now).into())
                         .filter(api_key::Column::Id.eq(k.id))
                         .exec(app.store.unscoped())
-                        .await?;
+                        .await
+                    {
+                        tracing::warn!(error = %e, key_id = %k.id, "could not record last use");
+                    }
                     (
                         Credential::OrgKey(OrgKeyPrincipal {
                             org_id: k.org_id,
@@ -255,5 +274,15 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     };
     app.keys
         .put(generation, hash, credential.clone(), expires_at);
+    if matches!(credential, Credential::Rejected(_)) {
+        app.limits.failed_lookup(ip).map_err(too_many_failures)?;
+    }
     Ok(credential)
+}
+
+fn too_many_failures(retry_after_secs: u64) -> Error {
+    Error::RateLimited {
+        message: format!("too many unknown credentials, retry in {retry_after_secs} s"),
+        retry_after_secs,
+    }
 }

@@ -2,7 +2,9 @@
 //! deleted (revoked) at once on every replica.
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+};
 
 use super::{new_id, page::PageRequest, validate};
 use crate::{
@@ -10,7 +12,7 @@ use crate::{
     auth::{OrgRead, OrgWrite, Role, secret},
     bus::{self, KeyEvent},
     error::{Error, Result},
-    store::entities::api_key,
+    store::entities::{api_key, organization},
 };
 
 /// A new key and its secret, shown once.
@@ -71,10 +73,16 @@ pub async fn list(
 pub async fn delete(app: &App, access: &OrgWrite, id: &str) -> Result<()> {
     let id = validate::path_id("API key", id)?;
     let tx = app.store.org_tx(access.org_id()).await?;
+    // Key deletions in one organization run one at a time (the organization
+    // row is their one lock), so two owners deleting each other cannot both
+    // pass the last-owner check, nor deadlock.
+    organization::Entity::find_by_id(tx.org_id())
+        .lock_exclusive()
+        .one(tx.conn())
+        .await?;
     let key = api_key::Entity::find_by_id(id)
         .filter(api_key::Column::OrgId.eq(tx.org_id()))
         .filter(api_key::Column::RevokedAt.is_null())
-        .lock_exclusive()
         .one(tx.conn())
         .await?
         .ok_or_else(|| Error::not_found("API key"))?;
@@ -84,16 +92,13 @@ pub async fn delete(app: &App, access: &OrgWrite, id: &str) -> Result<()> {
                 "only an owner key may delete owner keys".into(),
             ));
         }
-        // Locks every live owner key, so two owners cannot delete each other
-        // at the same moment and leave none.
         let owners = api_key::Entity::find()
             .filter(api_key::Column::OrgId.eq(tx.org_id()))
             .filter(api_key::Column::Role.eq(Role::Owner.as_str()))
             .filter(api_key::Column::RevokedAt.is_null())
-            .lock_exclusive()
-            .all(tx.conn())
+            .count(tx.conn())
             .await?;
-        if owners.len() <= 1 {
+        if owners <= 1 {
             return Err(Error::FailedPrecondition(
                 "this is the organization's last owner key; create another owner key first".into(),
             ));

@@ -57,11 +57,14 @@ impl LivenessWriter {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, heartbeats = batch.len(), "heartbeat batch failed");
+                        // One bad statement must not fail strangers' heartbeats:
+                        // retry each on its own.
+                        tracing::warn!(error = %e, heartbeats = batch.len(), "heartbeat batch failed; retrying one by one");
                         for pending in batch.drain(..) {
-                            let _ = pending
-                                .done
-                                .send(Err(Error::Internal("heartbeat not stored".into())));
+                            let alone = write(&store, &[&pending.update])
+                                .await
+                                .map(|found| found[0]);
+                            let _ = pending.done.send(alone);
                         }
                     }
                 }
