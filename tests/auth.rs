@@ -119,9 +119,7 @@ async fn malformed_secrets_are_401_without_a_database_query() {
     let s = common::start().await;
     let (_, key) = s.paired_device("cam").await;
     // Warm up: the valid key is cached after its first use.
-    let ok = s
-        .post("/api/public/v1/heartbeat", Some(&key), json!({}))
-        .await;
+    let ok = s.heartbeat(&key).await;
     assert_eq!(ok.status, StatusCode::OK);
     let before = s.app.auth_db_lookups();
 
@@ -136,9 +134,7 @@ async fn malformed_secrets_are_401_without_a_database_query() {
         &key[..key.len() - 1],
         "swrm_ak_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     ] {
-        let a = s
-            .post("/api/public/v1/heartbeat", Some(bad), json!({}))
-            .await;
+        let a = s.heartbeat(&bad).await;
         assert_unauthenticated(&a);
         let a = s.get("/api/v1/devices", Some(bad)).await;
         assert_unauthenticated(&a);
@@ -158,9 +154,7 @@ async fn malformed_secrets_are_401_without_a_database_query() {
     );
 
     // And the cached valid key does not query either.
-    let ok = s
-        .post("/api/public/v1/heartbeat", Some(&key), json!({}))
-        .await;
+    let ok = s.heartbeat(&key).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(s.app.auth_db_lookups(), before);
 }
@@ -189,9 +183,7 @@ async fn keys_on_the_wrong_kind_of_route_are_403() {
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 
     let owner = s.owner_key.clone();
-    let a = s
-        .post("/api/public/v1/heartbeat", Some(&owner), json!({}))
-        .await;
+    let a = s.heartbeat(&owner).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     assert_eq!(a.error_code(), "permission_denied");
     let a = s.get("/api/public/v1/config", Some(&owner)).await;
@@ -258,12 +250,7 @@ async fn another_organizations_ids_are_404() {
 async fn revoked_key_stops_at_once() {
     let s = common::start().await;
     let (id, key) = s.paired_device("cam").await;
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&key), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(s.heartbeat(&key).await.status, StatusCode::OK);
     let r = s
         .post(
             &format!("/api/v1/devices/{id}/revoke-key"),
@@ -273,22 +260,14 @@ async fn revoked_key_stops_at_once() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["revoked"], 1);
-    assert_unauthenticated(
-        &s.post("/api/public/v1/heartbeat", Some(&key), json!({}))
-            .await,
-    );
+    assert_unauthenticated(&s.heartbeat(&key).await);
 }
 
 #[tokio::test]
 async fn rotated_key_replaces_the_old_one_after_the_grace() {
     let s = common::start().await;
     let (id, old) = s.paired_device("cam").await;
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&old), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(s.heartbeat(&old).await.status, StatusCode::OK);
 
     let r = s
         .post(
@@ -300,29 +279,11 @@ async fn rotated_key_replaces_the_old_one_after_the_grace() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let new = r.body["api_key"].as_str().unwrap().to_owned();
     assert!(new.starts_with("swrm_dk_") && new != old);
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&old), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&new), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(s.heartbeat(&old).await.status, StatusCode::OK);
+    assert_eq!(s.heartbeat(&new).await.status, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_unauthenticated(
-        &s.post("/api/public/v1/heartbeat", Some(&old), json!({}))
-            .await,
-    );
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&new), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_unauthenticated(&s.heartbeat(&old).await);
+    assert_eq!(s.heartbeat(&new).await.status, StatusCode::OK);
 
     // Without grace the old key stops at once.
     let r = s
@@ -333,16 +294,8 @@ async fn rotated_key_replaces_the_old_one_after_the_grace() {
         )
         .await;
     let newest = r.body["api_key"].as_str().unwrap().to_owned();
-    assert_unauthenticated(
-        &s.post("/api/public/v1/heartbeat", Some(&new), json!({}))
-            .await,
-    );
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&newest), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_unauthenticated(&s.heartbeat(&new).await);
+    assert_eq!(s.heartbeat(&newest).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -366,10 +319,7 @@ async fn repairing_a_device_revokes_its_previous_key() {
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["device_id"], id.as_str());
-    assert_unauthenticated(
-        &s.post("/api/public/v1/heartbeat", Some(&first), json!({}))
-            .await,
-    );
+    assert_unauthenticated(&s.heartbeat(&first).await);
 }
 
 #[tokio::test]

@@ -175,9 +175,7 @@ async fn errors_match_between_rest_and_grpc() {
     same_error(&s, rest, grpc, "unauthenticated").await;
 
     // Org key on a device route.
-    let rest = s
-        .post("/api/public/v1/heartbeat", Some(&owner), json!({}))
-        .await;
+    let rest = s.heartbeat(&owner).await;
     let grpc = grpc_ok(
         s.device_client(Some(&owner))
             .await

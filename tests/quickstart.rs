@@ -212,9 +212,7 @@ async fn quickstart_flow_over_rest() {
 async fn device_goes_offline_after_three_missed_intervals() {
     let s = common::start_with(|c| c.heartbeat_interval_seconds = 1).await;
     let (id, key) = s.paired_device("cam").await;
-    let hb = s
-        .post("/api/public/v1/heartbeat", Some(&key), json!({}))
-        .await;
+    let hb = s.heartbeat(&key).await;
     assert_eq!(hb.status, StatusCode::OK);
     assert_eq!(hb.body["heartbeat_interval_seconds"], 1);
     let d = s

@@ -76,30 +76,12 @@ async fn each_device_key_has_its_own_bucket() {
     let (_, noisy) = s.paired_device("noisy").await;
     let (_, quiet) = s.paired_device("quiet").await;
     for _ in 0..3 {
-        assert_eq!(
-            s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
-                .await
-                .status,
-            StatusCode::OK
-        );
+        assert_eq!(s.heartbeat(&noisy).await.status, StatusCode::OK);
     }
-    assert_limited(
-        &s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
-            .await,
-    );
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&quiet), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_limited(&s.heartbeat(&noisy).await);
+    assert_eq!(s.heartbeat(&quiet).await.status, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(
-        s.post("/api/public/v1/heartbeat", Some(&noisy), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(s.heartbeat(&noisy).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -156,9 +138,7 @@ async fn forged_keys_cannot_flood_the_database() {
         // Well-formed (valid checksum), never issued: each is a cache miss.
         let forged =
             swrm::auth::secret::generate(swrm::auth::secret::SecretKind::DeviceKey).plaintext;
-        let a = s
-            .post("/api/public/v1/heartbeat", Some(&forged), json!({}))
-            .await;
+        let a = s.heartbeat(&forged).await;
         assert!(matches!(a.status.as_u16(), 401 | 429), "{}", a.status);
         limited += usize::from(a.status == StatusCode::TOO_MANY_REQUESTS);
     }
@@ -239,9 +219,7 @@ async fn a_fleet_behind_one_address_is_not_limited_by_its_first_requests() {
         keys.push(s.paired_device(&format!("cam{i}")).await.1);
     }
     for key in &keys {
-        let a = s
-            .post("/api/public/v1/heartbeat", Some(key), json!({}))
-            .await;
+        let a = s.heartbeat(&key).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
 }

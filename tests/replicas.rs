@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 async fn until_status(server: &common::TestServer, key: &str, want: StatusCode) -> Duration {
     let started = Instant::now();
     loop {
-        let a = server
-            .post("/api/public/v1/heartbeat", Some(key), json!({}))
-            .await;
+        let a = server.heartbeat(&key).await;
         if a.status == want {
             return started.elapsed();
         }
@@ -36,19 +34,9 @@ async fn revocation_reaches_every_replica_at_once() {
     };
     let (id, key) = a.paired_device("cam").await;
     // Replica b resolves and caches the key.
-    assert_eq!(
-        b.post("/api/public/v1/heartbeat", Some(&key), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
     let lookups = b.app.auth_db_lookups();
-    assert_eq!(
-        b.post("/api/public/v1/heartbeat", Some(&key), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
     assert_eq!(b.app.auth_db_lookups(), lookups, "served from b's cache");
 
     let r = a
@@ -67,12 +55,7 @@ async fn revocation_reaches_every_replica_at_once() {
 
     // Rotation too: the new key works on b, the old one stops there.
     let (id, old) = a.paired_device("cam2").await;
-    assert_eq!(
-        b.post("/api/public/v1/heartbeat", Some(&old), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(b.heartbeat(&old).await.status, StatusCode::OK);
     let r = a
         .post(
             &format!("/api/v1/devices/{id}/rotate-key"),
@@ -82,10 +65,5 @@ async fn revocation_reaches_every_replica_at_once() {
         .await;
     let new = r.body["api_key"].as_str().unwrap().to_owned();
     until_status(&b, &old, StatusCode::UNAUTHORIZED).await;
-    assert_eq!(
-        b.post("/api/public/v1/heartbeat", Some(&new), json!({}))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(b.heartbeat(&new).await.status, StatusCode::OK);
 }

@@ -146,6 +146,12 @@ impl TestServer {
         self.call(Method::POST, path, key, Some(body)).await
     }
 
+    /// An empty heartbeat with this device key.
+    pub async fn heartbeat(&self, key: &str) -> Answer {
+        self.post("/api/public/v1/heartbeat", Some(key), json!({}))
+            .await
+    }
+
     /// Creates a device with the owner key; returns (device id, provisioning token).
     pub async fn create_device(&self, name: &str) -> (String, String) {
         let a = self
