@@ -134,7 +134,7 @@ async fn malformed_secrets_are_401_without_a_database_query() {
         &key[..key.len() - 1],
         "swrm_ak_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     ] {
-        let a = s.heartbeat(&bad).await;
+        let a = s.heartbeat(bad).await;
         assert_unauthenticated(&a);
         let a = s.get("/api/v1/devices", Some(bad)).await;
         assert_unauthenticated(&a);

@@ -219,7 +219,7 @@ async fn a_fleet_behind_one_address_is_not_limited_by_its_first_requests() {
         keys.push(s.paired_device(&format!("cam{i}")).await.1);
     }
     for key in &keys {
-        let a = s.heartbeat(&key).await;
+        let a = s.heartbeat(key).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 async fn until_status(server: &common::TestServer, key: &str, want: StatusCode) -> Duration {
     let started = Instant::now();
     loop {
-        let a = server.heartbeat(&key).await;
+        let a = server.heartbeat(key).await;
         if a.status == want {
             return started.elapsed();
         }
