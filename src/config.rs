@@ -4,6 +4,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::limits::RateLimitConfig;
 
+// One source for each default: the flags and `Config::for_data_dir` use them.
+const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: u32 = 30;
+const DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS: u64 = 86_400;
+const DEFAULT_MAX_JSON_BYTES: usize = 1024 * 1024;
+const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 30;
+
 /// Where state lives; shared by `swrm serve` and `swrm admin`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StorageArgs {
@@ -43,19 +49,19 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How often devices should send a heartbeat; a device is offline after
     /// three missed intervals.
-    #[arg(long, env = "SWRM_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30,
+    #[arg(long, env = "SWRM_HEARTBEAT_INTERVAL_SECONDS", default_value_t = DEFAULT_HEARTBEAT_INTERVAL_SECONDS,
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub heartbeat_interval_seconds: u32,
     /// Lifetime of a provisioning token.
-    #[arg(long, env = "SWRM_PROVISIONING_TOKEN_TTL_SECONDS", default_value_t = 86_400,
+    #[arg(long, env = "SWRM_PROVISIONING_TOKEN_TTL_SECONDS", default_value_t = DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS,
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub provisioning_token_ttl_seconds: u64,
     /// Largest JSON request body, in bytes.
-    #[arg(long, env = "SWRM_MAX_JSON_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SWRM_MAX_JSON_BYTES", default_value_t = DEFAULT_MAX_JSON_BYTES)]
     pub max_json_bytes: usize,
     /// Seconds a client has to send a request's headers (slow clients and
     /// idle keep-alive connections are closed after it).
-    #[arg(long, env = "SWRM_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 30,
+    #[arg(long, env = "SWRM_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub header_read_timeout_seconds: u32,
     #[command(flatten)]
@@ -81,10 +87,10 @@ impl Config {
                 database_url: None,
             },
             public_url: None,
-            heartbeat_interval_seconds: 30,
-            provisioning_token_ttl_seconds: 86_400,
-            max_json_bytes: 1024 * 1024,
-            header_read_timeout_seconds: 30,
+            heartbeat_interval_seconds: DEFAULT_HEARTBEAT_INTERVAL_SECONDS,
+            provisioning_token_ttl_seconds: DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
             rate_limits: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
         }

@@ -19,38 +19,46 @@ use uuid::Uuid;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
+// The contract's defaults, one source for the flags and `Default`.
+const PAIR_RATE_PER_MINUTE: u32 = 10;
+const PAIR_BURST: u32 = 10;
+const DEVICE_RATE_PER_SECOND: u32 = 20;
+const DEVICE_BURST: u32 = 100;
+const ORG_KEY_RATE_PER_SECOND: u32 = 50;
+const ORG_KEY_BURST: u32 = 200;
+
 /// Rate limit settings; 0 as a rate turns that limit off.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RateLimitConfig {
     /// `pair` and `enroll` requests per minute per source IP.
-    #[arg(long, env = "SWRM_PAIR_RATE_PER_MINUTE", default_value_t = 10)]
+    #[arg(long, env = "SWRM_PAIR_RATE_PER_MINUTE", default_value_t = PAIR_RATE_PER_MINUTE)]
     pub pair_rate_per_minute: u32,
     /// Pairing requests allowed at once before the rate applies.
-    #[arg(long, env = "SWRM_PAIR_BURST", default_value_t = 10)]
+    #[arg(long, env = "SWRM_PAIR_BURST", default_value_t = PAIR_BURST)]
     pub pair_burst: u32,
     /// Requests per second per device key (and per source IP without a key).
-    #[arg(long, env = "SWRM_DEVICE_RATE_PER_SECOND", default_value_t = 20)]
+    #[arg(long, env = "SWRM_DEVICE_RATE_PER_SECOND", default_value_t = DEVICE_RATE_PER_SECOND)]
     pub device_rate_per_second: u32,
     /// Device requests allowed at once before the rate applies.
-    #[arg(long, env = "SWRM_DEVICE_BURST", default_value_t = 100)]
+    #[arg(long, env = "SWRM_DEVICE_BURST", default_value_t = DEVICE_BURST)]
     pub device_burst: u32,
     /// Requests per second per organization API key.
-    #[arg(long, env = "SWRM_ORG_KEY_RATE_PER_SECOND", default_value_t = 50)]
+    #[arg(long, env = "SWRM_ORG_KEY_RATE_PER_SECOND", default_value_t = ORG_KEY_RATE_PER_SECOND)]
     pub org_key_rate_per_second: u32,
     /// Organization key requests allowed at once before the rate applies.
-    #[arg(long, env = "SWRM_ORG_KEY_BURST", default_value_t = 200)]
+    #[arg(long, env = "SWRM_ORG_KEY_BURST", default_value_t = ORG_KEY_BURST)]
     pub org_key_burst: u32,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            pair_rate_per_minute: 10,
-            pair_burst: 10,
-            device_rate_per_second: 20,
-            device_burst: 100,
-            org_key_rate_per_second: 50,
-            org_key_burst: 200,
+            pair_rate_per_minute: PAIR_RATE_PER_MINUTE,
+            pair_burst: PAIR_BURST,
+            device_rate_per_second: DEVICE_RATE_PER_SECOND,
+            device_burst: DEVICE_BURST,
+            org_key_rate_per_second: ORG_KEY_RATE_PER_SECOND,
+            org_key_burst: ORG_KEY_BURST,
         }
     }
 }

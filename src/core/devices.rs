@@ -159,20 +159,22 @@ pub async fn find(tx: &OrgTx, id: &str) -> Result<device::Model> {
 }
 
 pub async fn find_by_id(tx: &OrgTx, id: Uuid) -> Result<device::Model> {
-    device::Entity::find_by_id(id)
-        .filter(device::Column::OrgId.eq(tx.org_id()))
-        .one(tx.conn())
-        .await?
-        .ok_or_else(|| Error::not_found("device"))
+    select(tx, id, false).await
 }
 
 /// The device, locked until the transaction ends, so concurrent key changes
 /// (rotate, revoke, pair) on one device run one after the other and never
 /// leave two live keys. (SQLite's IMMEDIATE transactions already serialize.)
 pub async fn lock_by_id(tx: &OrgTx, id: Uuid) -> Result<device::Model> {
-    device::Entity::find_by_id(id)
-        .filter(device::Column::OrgId.eq(tx.org_id()))
-        .lock_exclusive()
+    select(tx, id, true).await
+}
+
+async fn select(tx: &OrgTx, id: Uuid, lock: bool) -> Result<device::Model> {
+    let mut query = device::Entity::find_by_id(id).filter(device::Column::OrgId.eq(tx.org_id()));
+    if lock {
+        query = query.lock_exclusive();
+    }
+    query
         .one(tx.conn())
         .await?
         .ok_or_else(|| Error::not_found("device"))

@@ -42,7 +42,3 @@ pub const BUILT_IN: &[SensorTypeDef] = &[
     t("people_count", "count", "People detected in view"),
     t("vehicle_count", "count", "Vehicles detected in view"),
 ];
-
-pub fn find(key: &str) -> Option<&'static SensorTypeDef> {
-    BUILT_IN.iter().find(|t| t.key == key)
-}

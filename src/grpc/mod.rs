@@ -56,14 +56,8 @@ pub fn router(app: Arc<App>) -> Router {
             .set_serving::<AdminServiceServer<admin::AdminApi>>()
             .await;
     });
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor set is valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection().build_v1().expect("descriptor set is valid");
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("descriptor set is valid");
 
@@ -76,6 +70,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route_service(&path_of(&reflection_v1), reflection_v1)
         .route_service(&path_of(&reflection_v1alpha), reflection_v1alpha)
         .layer(GrpcWebLayer::new())
+}
+
+/// Reflection over our services and health (both protocol versions use it).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 fn path_of<S: NamedService>(_: &S) -> String {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tonic::Status;
 
-pub use error::{code_name, error_response, http_status, status_response};
+pub use error::{code_name, error_response, status_response};
 use extract::{Caller, IdPath, JsonBody, QueryMessage};
 
 use crate::{
