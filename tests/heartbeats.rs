@@ -25,26 +25,7 @@ async fn concurrent_heartbeats_each_land_on_their_device() {
         } else {
             other.clone()
         };
-        let created = s
-            .post(
-                "/api/v1/devices",
-                Some(&owner),
-                json!({"name": format!("d{i}")}),
-            )
-            .await;
-        let token = created.body["provisioning_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let paired = s
-            .post(
-                "/api/public/v1/pair",
-                None,
-                json!({"provisioning_token": token}),
-            )
-            .await;
-        let id = paired.body["device_id"].as_str().unwrap().to_owned();
-        let key = paired.body["api_key"].as_str().unwrap().to_owned();
+        let (id, key) = s.paired_device_as(&owner, &format!("d{i}")).await;
         devices.push((id, key, owner));
     }
     let mut tasks = Vec::new();

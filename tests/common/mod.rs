@@ -154,12 +154,13 @@ impl TestServer {
 
     /// Creates a device with the owner key; returns (device id, provisioning token).
     pub async fn create_device(&self, name: &str) -> (String, String) {
+        self.create_device_as(&self.owner_key, name).await
+    }
+
+    /// Creates a device with this organization key; returns (device id, provisioning token).
+    pub async fn create_device_as(&self, org_key: &str, name: &str) -> (String, String) {
         let a = self
-            .post(
-                "/api/v1/devices",
-                Some(&self.owner_key),
-                json!({"name": name}),
-            )
+            .post("/api/v1/devices", Some(org_key), json!({"name": name}))
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
         (
@@ -170,7 +171,13 @@ impl TestServer {
 
     /// Creates and pairs a device; returns (device id, device key).
     pub async fn paired_device(&self, name: &str) -> (String, String) {
-        let (id, token) = self.create_device(name).await;
+        self.paired_device_as(&self.owner_key, name).await
+    }
+
+    /// Creates (with this organization key) and pairs a device; returns
+    /// (device id, device key).
+    pub async fn paired_device_as(&self, org_key: &str, name: &str) -> (String, String) {
+        let (id, token) = self.create_device_as(org_key, name).await;
         let a = self
             .post(
                 "/api/public/v1/pair",
