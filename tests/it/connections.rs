@@ -1,7 +1,7 @@
 //! Connection limits: a client that does not finish its request headers in
 //! time is disconnected, so slow or idle clients cannot hold connections.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

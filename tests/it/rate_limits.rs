@@ -1,7 +1,7 @@
 //! Rate limits: pairing per source IP, each device key, each organization
 //! key; 429 with `Retry-After` over REST, RESOURCE_EXHAUSTED over gRPC.
 
-mod common;
+use crate::common;
 
 use reqwest::{StatusCode, header};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! once, logs one JSON line per request without secrets, stops cleanly on
 //! SIGTERM, and a restart keeps the data and prints no key.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! same results and the same error codes; reflection, health and gRPC-web work
 //! on the same port.
 
-mod common;
+use crate::common;
 
 use prost::Message;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The OpenAPI document and the router agree: every documented operation is
 //! served, and every served path and method is documented.
 
-mod common;
+use crate::common;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -15,7 +15,7 @@ fn document() -> Value {
 
 /// Paths the router declares, read from its source (`.route("…"`).
 fn router_paths() -> BTreeSet<String> {
-    let source = include_str!("../src/rest/mod.rs");
+    let source = include_str!("../../src/rest/mod.rs");
     source
         .split(".route(")
         .skip(1)

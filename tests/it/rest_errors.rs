@@ -1,7 +1,7 @@
 //! Bad input gets a clear 4xx in the contract's envelope, never a 5xx; unknown
 //! fields are ignored so newer firmware keeps working.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! secrets rejected without a database query, roles, organization scoping,
 //! key rotation and revocation.
 
-mod common;
+use crate::common;
 
 use reqwest::{StatusCode, header};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! rotated through one stops working on the other at once (LISTEN/NOTIFY),
 //! although the other had it cached. On SQLite (one process) this is skipped.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The README quickstart, as a new user runs it: create a device, pair it with
 //! `examples/pair.sh`, heartbeat, config, sensor types, and see it online.
 
-mod common;
+use crate::common;
 
 use reqwest::{StatusCode, header};
 use serde_json::json;

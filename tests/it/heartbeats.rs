@@ -1,7 +1,7 @@
 //! Heartbeats from many devices at once: every one is committed before it is
 //! answered (they are written in shared transactions), each to its own device.
 
-mod common;
+use crate::common;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Organization API keys: roles, shown once, listed without secrets, deleted
 //! keys stop at once, and no organization can lock itself out.
 
-mod common;
+use crate::common;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

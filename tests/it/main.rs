@@ -1,0 +1,16 @@
+//! The integration suite: one test binary (linked once), one module per area.
+//! Each test starts the real server on port 0 (see `common`).
+
+mod common;
+
+mod api_keys;
+mod auth;
+mod connections;
+mod grpc_parity;
+mod heartbeats;
+mod openapi;
+mod quickstart;
+mod rate_limits;
+mod replicas;
+mod rest_errors;
+mod serve_binary;
