@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod checks;
 pub mod config;
 pub mod core;
 pub mod error;

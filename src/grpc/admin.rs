@@ -88,7 +88,10 @@ impl AdminService for AdminApi {
                 name: body.name,
                 location_id: body.location_id,
                 group_id: body.group_id,
-                tags: body.set_tags.then_some(body.tags),
+                tags: body
+                    .update_mask
+                    .is_some_and(|mask| mask.paths.iter().any(|p| p == "tags"))
+                    .then_some(body.tags),
             },
         )
         .await?;

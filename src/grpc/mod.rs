@@ -13,6 +13,7 @@ use tonic_web::GrpcWebLayer;
 use crate::{
     app::App,
     auth::{Credential, SourceIp},
+    checks::{CheckedAdminService, CheckedDeviceService},
     proto::{admin_service_server::AdminServiceServer, device_service_server::DeviceServiceServer},
 };
 
@@ -50,10 +51,10 @@ pub fn router(app: Arc<App>) -> Router {
     // Serving status follows the process: if we answer, we serve.
     tokio::spawn(async move {
         health_reporter
-            .set_serving::<DeviceServiceServer<device::DeviceApi>>()
+            .set_serving::<DeviceServiceServer<CheckedDeviceService<device::DeviceApi>>>()
             .await;
         health_reporter
-            .set_serving::<AdminServiceServer<admin::AdminApi>>()
+            .set_serving::<AdminServiceServer<CheckedAdminService<admin::AdminApi>>>()
             .await;
     });
     let reflection_v1 = reflection().build_v1().expect("descriptor set is valid");
@@ -61,8 +62,9 @@ pub fn router(app: Arc<App>) -> Router {
         .build_v1alpha()
         .expect("descriptor set is valid");
 
-    let device = DeviceServiceServer::new(device::DeviceApi::new(app.clone()));
-    let admin = AdminServiceServer::new(admin::AdminApi::new(app));
+    let device =
+        DeviceServiceServer::new(CheckedDeviceService(device::DeviceApi::new(app.clone())));
+    let admin = AdminServiceServer::new(CheckedAdminService(admin::AdminApi::new(app)));
     Router::new()
         .route_service(&path_of(&device), device)
         .route_service(&path_of(&admin), admin)

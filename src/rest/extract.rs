@@ -1,22 +1,19 @@
 //! Request decoding for the REST adapter: JSON bodies and query strings into
 //! the generated protobuf messages, with the contract's limits and errors.
 
-use axum::{
-    body::Body,
-    extract::{FromRequest, FromRequestParts, Request},
-    http::{header, request::Parts},
-    response::Response,
-};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-use std::sync::Arc;
-
-use super::{RestState, error::error_response};
 use crate::{
     auth::{Credential, SourceIp},
     error::Error,
     grpc::Origin,
 };
+use axum::{
+    body::Body,
+    extract::FromRequestParts,
+    http::{HeaderMap, header, request::Parts},
+    response::Response,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// Deepest JSON nesting we accept (objects and arrays).
 pub const MAX_JSON_DEPTH: usize = 32;
@@ -61,54 +58,45 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// A JSON body decoded into message `T`. An empty body is `T::default()` (all
-/// fields optional), `null` values count as absent (as in proto3 JSON), unknown
-/// fields are ignored. `keys` lists the top-level keys that were sent.
-pub struct JsonBody<T> {
-    pub message: T,
-    pub keys: Vec<String>,
-}
-
-impl<T: DeserializeOwned + Default> FromRequest<Arc<RestState>> for JsonBody<T> {
-    type Rejection = Response;
-    async fn from_request(req: Request, state: &Arc<RestState>) -> Result<Self, Response> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            if !json_compatible(&ct) {
-                return Err(error_response(Error::UnsupportedMediaType(format!(
-                    "expected Content-Type: application/json, got {ct:?}"
-                ))));
-            }
-        }
-        let bytes = read_body(req.into_body(), state.max_json_bytes).await?;
-        decode_json(&bytes).map_err(error_response)
+/// JSON, or a type clients send JSON under by default (`curl -d` says
+/// form-urlencoded); the body must still be JSON. No content type is fine.
+/// Anything else is 415.
+pub fn json_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    let json = essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "text/plain"
+        || essence == "application/x-www-form-urlencoded";
+    if json {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(format!(
+            "expected Content-Type: application/json, got {ct:?}"
+        )))
     }
 }
 
-/// JSON, or a type clients send JSON under by default (`curl -d` says
-/// form-urlencoded); the body must still be JSON. Anything else is 415.
-fn json_compatible(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence == "application/json"
-        || essence.ends_with("+json")
-        || essence == "text/plain"
-        || essence == "application/x-www-form-urlencoded"
+pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Error> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::PayloadTooLarge(format!("request body is larger than {limit} bytes")))
 }
 
-pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error_response(Error::PayloadTooLarge(format!(
-            "request body is larger than {limit} bytes"
-        )))
-    })
-}
-
-pub fn decode_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<JsonBody<T>, Error> {
+/// A JSON body decoded into message `T`, with the top-level keys that were
+/// sent. An empty body is `T::default()` (all fields optional), `null`
+/// values count as absent (as in proto3 JSON), unknown fields are ignored.
+/// With `item_of`, a body without that key is taken as its one element
+/// (`/events` takes a single event object).
+pub fn decode_json<T: DeserializeOwned + Default>(
+    bytes: &[u8],
+    item_of: Option<&str>,
+) -> Result<(T, Vec<String>), Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(JsonBody {
-            message: T::default(),
-            keys: Vec::new(),
-        });
+        return Ok((T::default(), Vec::new()));
     }
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::invalid(format!("malformed JSON: {e}")))?;
@@ -120,12 +108,20 @@ pub fn decode_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<JsonBo
     let Value::Object(map) = &value else {
         return Err(Error::invalid("the body must be a JSON object"));
     };
-    let keys = map.keys().cloned().collect();
+    if let Some(field) = item_of
+        && !map.contains_key(field)
+    {
+        value = serde_json::json!({ field: [value] });
+    }
     strip_nulls(&mut value);
+    let keys = match &value {
+        Value::Object(map) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     // serde_path_to_error names the offending field ("readings[1].value: ...").
     let message = serde_path_to_error::deserialize(value)
         .map_err(|e| Error::invalid(format!("{}: {}", e.path(), e.inner())))?;
-    Ok(JsonBody { message, keys })
+    Ok((message, keys))
 }
 
 fn depth(v: &Value) -> usize {
@@ -145,32 +141,5 @@ fn strip_nulls(v: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(strip_nulls),
         _ => {}
-    }
-}
-
-/// The `{id}` of a path. One that cannot be decoded (bad percent-encoding)
-/// names nothing: 404 in the envelope, like any id we do not know.
-pub struct IdPath(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for IdPath {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(id)| IdPath(id))
-            .map_err(|_| error_response(Error::NotFound("no such resource".into())))
-    }
-}
-
-/// A query string decoded into message `T` (list pagination, filters).
-pub struct QueryMessage<T>(pub T);
-
-impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequestParts<S> for QueryMessage<T> {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query)
-            .map(QueryMessage)
-            .map_err(|e| error_response(Error::invalid(format!("query string: {e}"))))
     }
 }

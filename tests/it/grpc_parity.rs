@@ -239,17 +239,11 @@ async fn errors_match_between_rest_and_grpc() {
     same_error(&s, rest, grpc, "invalid_argument").await;
 
     // Not implemented yet.
-    let rest = s
-        .post(
-            "/api/public/v1/sensors",
-            Some(&key),
-            json!({"readings": []}),
-        )
-        .await;
+    let rest = s.get("/api/public/v1/model", Some(&key)).await;
     let grpc = grpc_ok(
         s.device_client(Some(&key))
             .await
-            .push_sensors(proto::PushSensorsRequest::default())
+            .get_model(proto::GetModelRequest::default())
             .await,
     );
     same_error(&s, rest, grpc, "unimplemented").await;
