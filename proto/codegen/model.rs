@@ -343,6 +343,15 @@ impl Api {
         seen.iter().map(|n| self.message(n)).collect()
     }
 
+    /// (message, field) pairs a path variable binds (`{id}`): not part of a
+    /// body, and not checked as text (an id that is not a UUID is 404).
+    pub fn path_bound(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.methods()
+            .filter_map(|(_, m)| m.http.as_ref().map(|h| (m, h)))
+            .flat_map(|(m, h)| h.path_fields().into_iter().map(|f| (m.input.clone(), f)))
+            .collect()
+    }
+
     pub fn methods(&self) -> impl Iterator<Item = (&Service, &Method)> {
         self.services
             .iter()

@@ -43,7 +43,12 @@ pub fn generate(api: &Api, version: &str) -> String {
             short.to_owned()
         }
     };
-    let ctx = Ctx { name_of: &name_of };
+    // Fields a path variable binds are not part of the body.
+    let path_bound = api.path_bound();
+    let ctx = Ctx {
+        name_of: &name_of,
+        path_bound: &path_bound,
+    };
 
     let mut schemas = Map::new();
     for (set, dir) in [(&requests, Dir::Request), (&responses, Dir::Response)] {
@@ -143,6 +148,7 @@ fn body_item_type(api: &Api, method: &Method) -> Option<String> {
 
 struct Ctx<'a> {
     name_of: &'a dyn Fn(&str, Dir) -> String,
+    path_bound: &'a BTreeSet<(String, String)>,
 }
 
 impl Ctx<'_> {
@@ -156,6 +162,13 @@ impl Ctx<'_> {
         for f in &message.fields {
             if f.ty == Type::Message("google.protobuf.FieldMask".into()) {
                 // REST derives update masks from the body's keys.
+                continue;
+            }
+            if dir == Dir::Request
+                && self
+                    .path_bound
+                    .contains(&(message.full_name.clone(), f.name.clone()))
+            {
                 continue;
             }
             properties.insert(f.name.clone(), self.field_schema(f, dir));

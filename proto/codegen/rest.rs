@@ -22,7 +22,7 @@ pub fn generate(api: &Api) -> String {
             .entry(&http.path)
             .or_default()
             .push(format!("{}({handler})", http.verb));
-        handler_fn(&mut out, service, method, &handler);
+        handler_fn(&mut out, api, service, method, &handler);
         let _ = writeln!(
             operations,
             "Operation {{ method: {:?}, path: {:?}, rpc: \"/{}/{}\", access: crate::checks::Access::{:?} }},",
@@ -60,7 +60,7 @@ fn state_field(service: &Service) -> String {
     snake(service.name.trim_end_matches("Service"))
 }
 
-fn handler_fn(out: &mut String, service: &Service, method: &Method, name: &str) {
+fn handler_fn(out: &mut String, api: &Api, service: &Service, method: &Method, name: &str) {
     let http = method.http.as_ref().expect("routed methods have a binding");
     let route = &method.route;
     let field = state_field(service);
@@ -106,9 +106,16 @@ fn handler_fn(out: &mut String, service: &Service, method: &Method, name: &str) 
             "{}: body must be \"*\" or empty",
             method.name
         );
+        let integers: Vec<&str> = api
+            .message(&method.input)
+            .fields
+            .iter()
+            .filter(|f| f.ty.is_integer())
+            .map(|f| f.name.as_str())
+            .collect();
         let _ = writeln!(
             out,
-            "let mut message = match query::<{input}>(&uri) {{ Ok(m) => m, Err(e) => return error_response(e) }};"
+            "let mut message = match query::<{input}>(&uri, &{integers:?}) {{ Ok(m) => m, Err(e) => return error_response(e) }};"
         );
     }
     for var in http.path_fields() {

@@ -1,13 +1,12 @@
-//! Input checks shared by the use cases. Every message names the field.
+//! Normalizing input for the use cases. The wire rules (lengths, formats,
+//! ranges) are declared in `proto/` and checked before a request reaches
+//! `core` (see `checks`); what is left here is what a use case needs of any
+//! caller, the command line included: trimmed text, no control characters,
+//! ids that parse. Every message names the field.
 
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-
-pub const MAX_NAME_LEN: usize = 200;
-pub const MAX_TAGS: usize = 32;
-pub const MAX_TAG_LEN: usize = 64;
-pub const MAX_SHORT_TEXT: usize = 256;
 
 /// Control characters (NUL above all: PostgreSQL text cannot hold it) have
 /// no place in names, versions or tags.
@@ -26,36 +25,25 @@ pub fn name(field: &str, value: &str) -> Result<String> {
     if v.is_empty() {
         return Err(Error::invalid(format!("{field} must not be empty")));
     }
-    if v.chars().count() > MAX_NAME_LEN {
-        return Err(Error::invalid(format!(
-            "{field} must be at most {MAX_NAME_LEN} characters"
-        )));
-    }
     Ok(v.to_owned())
 }
 
-/// An optional short free text (firmware version, hostname, serial...).
+/// An optional free text (firmware version, hostname, serial...): trimmed,
+/// and blank means absent.
 pub fn short_text(field: &str, value: Option<&str>) -> Result<Option<String>> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) if v.chars().count() > MAX_SHORT_TEXT => Err(Error::invalid(format!(
-            "{field} must be at most {MAX_SHORT_TEXT} characters"
-        ))),
         Some(v) => printable(field, v).map(|()| Some(v.to_owned())),
     }
 }
 
+/// Trimmed, without duplicates, in the order given.
 pub fn tags(values: &[String]) -> Result<Vec<String>> {
-    if values.len() > MAX_TAGS {
-        return Err(Error::invalid(format!("tags: at most {MAX_TAGS} tags")));
-    }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for (i, t) in values.iter().enumerate() {
         let t = t.trim();
-        if t.is_empty() || t.chars().count() > MAX_TAG_LEN {
-            return Err(Error::invalid(format!(
-                "tags[{i}] must be 1 to {MAX_TAG_LEN} characters"
-            )));
+        if t.is_empty() {
+            return Err(Error::invalid(format!("tags[{i}] must not be blank")));
         }
         printable(&format!("tags[{i}]"), t)?;
         if !out.iter().any(|o| o == t) {

@@ -113,7 +113,7 @@ pub fn decode_json<T: DeserializeOwned + Default>(
     {
         value = serde_json::json!({ field: [value] });
     }
-    strip_nulls(&mut value);
+    normalize(&mut value);
     let keys = match &value {
         Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
@@ -132,14 +132,37 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-/// proto3 JSON: a `null` field means "absent" (the default value).
-fn strip_nulls(v: &mut Value) {
+/// proto3 JSON: a `null` field means "absent" (the default value), and
+/// JSON Schema counts `590.0` as an integer, so a float without a fraction
+/// becomes one (double fields take integers as they are).
+fn normalize(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
+            map.values_mut().for_each(normalize);
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        Value::Number(n) => {
+            if let Some(whole) = whole_number(n) {
+                *n = whole;
+            }
+        }
         _ => {}
+    }
+}
+
+fn whole_number(n: &serde_json::Number) -> Option<serde_json::Number> {
+    if n.is_i64() || n.is_u64() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    if f.fract() != 0.0 {
+        return None;
+    }
+    // 2^64 and -2^63: the ends of u64 and i64 (casts would saturate).
+    if f < 0.0 {
+        (f >= -9_223_372_036_854_775_808.0).then(|| (f as i64).into())
+    } else {
+        (f < 18_446_744_073_709_551_616.0).then(|| (f as u64).into())
     }
 }

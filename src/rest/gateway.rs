@@ -72,9 +72,27 @@ pub async fn json_body<T: DeserializeOwned + Default>(
 }
 
 /// The query string as message `T` (lists, filters, long-poll waits).
-pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Error> {
+/// `integers` names the integer parameters, where `5.0` means 5 (JSON
+/// Schema counts it as an integer).
+pub fn query<T: DeserializeOwned>(uri: &Uri, integers: &[&str]) -> Result<T, Error> {
     let query = uri.query().unwrap_or_default();
-    let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| {
+            let v = match v.split_once('.') {
+                Some((whole, fraction))
+                    if integers.contains(&k.as_ref())
+                        && !fraction.is_empty()
+                        && fraction.bytes().all(|b| b == b'0') =>
+                {
+                    whole.to_owned().into()
+                }
+                _ => v,
+            };
+            (k.into_owned(), v.into_owned())
+        })
+        .collect();
+    let encoded = serde_urlencoded::to_string(&pairs).expect("pairs encode");
+    let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
     serde_path_to_error::deserialize(pairs)
         .map_err(|e| Error::invalid(format!("query parameter {}: {}", e.path(), e.inner())))
 }

@@ -6,6 +6,7 @@ mod common;
 mod api_keys;
 mod auth;
 mod connections;
+mod contract;
 mod grpc_parity;
 mod heartbeats;
 mod openapi;
