@@ -1,43 +1,56 @@
-//! The one `App`: every dependency a handler needs, built once at start and
-//! shared as `Arc<App>`.
+//! The one `App` the transports share: the [`Core`] the use cases run on,
+//! plus what only the transports need (configuration, the key cache, rate
+//! limits). Built once at start and shared as `Arc<App>`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::{
-    auth::cache::KeyCache, config::Config, core::liveness::LivenessWriter, limits::Limits,
+    auth::cache::KeyCache,
+    bus::Event,
+    config::Config,
+    core::{Clock, Core, Settings},
+    limits::Limits,
     store::Store,
 };
 
 pub struct App {
     pub config: Config,
-    pub store: Store,
-    /// Resolved device and API keys (see `auth::cache`).
-    pub keys: KeyCache,
+    pub core: Core,
+    /// Resolved device and API keys (see `auth::cache`), kept current by
+    /// the bus.
+    pub keys: Arc<KeyCache>,
     pub limits: Limits,
-    /// Group-commits heartbeats (see `core::liveness`).
-    pub liveness: LivenessWriter,
-    /// How many credential checks reached the database (observability, and
-    /// the proof that malformed secrets never do).
-    pub auth_db_lookups: AtomicU64,
 }
 
 impl App {
-    pub fn new(config: Config, store: Store) -> Self {
+    pub fn new(config: Config, store: Store, clock: Clock) -> Self {
+        let settings = Settings {
+            heartbeat_interval: config.heartbeat_interval(),
+            provisioning_token_ttl: std::time::Duration::from_secs(
+                config.provisioning_token_ttl_seconds,
+            ),
+        };
+        let core = Core::new(store, clock, settings);
+        let keys = Arc::new(KeyCache::default());
+        let cache = keys.clone();
+        core.bus.subscribe(move |event| match event {
+            Event::DeviceKeysChanged { device_id } => cache.evict_device(*device_id),
+            Event::ApiKeyChanged { key_id } => cache.evict_api_key(*key_id),
+            Event::Resync => cache.clear(),
+            Event::CommandQueued { .. }
+            | Event::DeviceChanged { .. }
+            | Event::DeploymentChanged { .. } => {}
+        });
         Self {
             limits: Limits::new(&config.rate_limits),
-            liveness: LivenessWriter::spawn(store.clone()),
             config,
-            store,
-            keys: KeyCache::default(),
-            auth_db_lookups: AtomicU64::new(0),
+            core,
+            keys,
         }
     }
 
-    pub fn count_auth_lookup(&self) {
-        self.auth_db_lookups.fetch_add(1, Ordering::Relaxed);
-    }
-
+    /// Credential checks that reached the database.
     pub fn auth_db_lookups(&self) -> u64 {
-        self.auth_db_lookups.load(Ordering::Relaxed)
+        self.core.auth_db_lookups()
     }
 }

@@ -34,9 +34,17 @@ pub use config::Config;
 /// `default` on an empty database. Returns the app and, on that first start
 /// only, the default owner key to print once.
 pub async fn build(config: Config) -> error::Result<(Arc<App>, Option<core::orgs::NewOrg>)> {
+    build_with_clock(config, core::Clock::system()).await
+}
+
+/// [`build`] with a clock of the caller's (tests drive a manual one).
+pub async fn build_with_clock(
+    config: Config,
+    clock: core::Clock,
+) -> error::Result<(Arc<App>, Option<core::orgs::NewOrg>)> {
     let store = store::Store::connect(&config.storage.database_url()).await?;
     let created = core::orgs::ensure_default_org(&store).await?;
-    Ok((Arc::new(App::new(config, store)), created))
+    Ok((Arc::new(App::new(config, store, clock)), created))
 }
 
 /// The whole HTTP surface: REST, gRPC, gRPC-web, health, reflection, behind
@@ -50,7 +58,8 @@ pub fn router(app: Arc<App>) -> axum::Router {
         ))
 }
 
-/// Serves until `shutdown` completes, then drains open requests.
+/// Serves until `shutdown` completes; then tells long-lived streams and
+/// polls to end (`Core::shutdown`) and drains open requests.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -66,13 +75,23 @@ pub async fn serve(
             }
         })
     };
-    let key_events = bus::listen(app.clone());
+    let stop_listening = tokio_util::sync::CancellationToken::new();
+    if app.core.bus.is_shared() {
+        bus::postgres::listen(
+            app.core.bus.clone(),
+            app.config.storage.database_url(),
+            stop_listening.clone(),
+        );
+    }
     let header_read_timeout =
         std::time::Duration::from_secs(app.config.header_read_timeout_seconds.into());
+    let streams_end = app.core.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams_end.cancel();
+    };
     let served = server::run(router(app), listener, header_read_timeout, shutdown).await;
     pruner.abort();
-    if let Some(task) = key_events {
-        task.abort();
-    }
+    stop_listening.cancel();
     served
 }

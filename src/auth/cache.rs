@@ -48,14 +48,14 @@ pub struct KeyCache {
 pub struct Generation(u64);
 
 impl KeyCache {
-    /// A fresh cached answer for this secret hash, if any.
-    pub fn get(&self, hash: &str) -> Option<Credential> {
+    /// A fresh cached answer for this secret hash, if any, as of `now`.
+    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<Credential> {
         let inner = self.inner.read().expect("key cache lock");
         let entry = inner.entries.get(hash)?;
         if entry.cached_at.elapsed() >= TTL {
             return None;
         }
-        if entry.key_expires_at.is_some_and(|end| Utc::now() >= end) {
+        if entry.key_expires_at.is_some_and(|end| now >= end) {
             return Some(Credential::Rejected("device key revoked or expired"));
         }
         Some(entry.credential.clone())
@@ -134,13 +134,16 @@ mod tests {
         // The revocation commits and evicts while the lookup is in flight.
         cache.evict_device(id);
         cache.put(seen, "h".into(), device(id), None);
-        assert!(cache.get("h").is_none());
+        assert!(cache.get("h", Utc::now()).is_none());
         // A lookup started after the eviction is cached.
         let seen = cache.generation();
         cache.put(seen, "h".into(), device(id), None);
-        assert!(matches!(cache.get("h"), Some(Credential::Device(_))));
+        assert!(matches!(
+            cache.get("h", Utc::now()),
+            Some(Credential::Device(_))
+        ));
         cache.evict_device(id);
-        assert!(cache.get("h").is_none());
+        assert!(cache.get("h", Utc::now()).is_none());
     }
 
     #[test]
@@ -150,6 +153,9 @@ mod tests {
         let seen = cache.generation();
         let past = Utc::now() - chrono::Duration::seconds(1);
         cache.put(seen, "h".into(), device(id), Some(past));
-        assert!(matches!(cache.get("h"), Some(Credential::Rejected(_))));
+        assert!(matches!(
+            cache.get("h", Utc::now()),
+            Some(Credential::Rejected(_))
+        ));
     }
 }

@@ -7,7 +7,6 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::{
     net::{IpAddr, SocketAddr},
@@ -212,19 +211,19 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
         SecretKind::DeviceKey | SecretKind::ApiKey => {}
     }
     let hash = secret::hash(token);
-    if let Some(hit) = app.keys.get(&hash) {
+    let now = app.core.clock.now();
+    if let Some(hit) = app.keys.get(&hash, now) {
         return Ok(hit);
     }
     if let Some(retry_after_secs) = app.limits.lookups_blocked(ip) {
         return Err(too_many_failures(retry_after_secs));
     }
     let generation = app.keys.generation();
-    app.count_auth_lookup();
-    let now = Utc::now();
+    app.core.count_auth_lookup();
     let (credential, expires_at) = if kind == SecretKind::DeviceKey {
         let found = device_key::Entity::find()
             .filter(device_key::Column::SecretHash.eq(&hash))
-            .one(app.store.unscoped())
+            .one(app.core.store.unscoped())
             .await?;
         match found {
             Some(k) if k.revoked_at.is_none() && k.expires_at.is_none_or(|end| now < end) => (
@@ -241,7 +240,7 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     } else {
         let found = api_key::Entity::find()
             .filter(api_key::Column::SecretHash.eq(&hash))
-            .one(app.store.unscoped())
+            .one(app.core.store.unscoped())
             .await?;
         match found {
             Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
@@ -252,7 +251,7 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
                     if let Err(e) = api_key::Entity::update_many()
                         .col_expr(api_key::Column::LastUsedAt, Some(now).into())
                         .filter(api_key::Column::Id.eq(k.id))
-                        .exec(app.store.unscoped())
+                        .exec(app.core.store.unscoped())
                         .await
                     {
                         tracing::warn!(error = %e, key_id = %k.id, "could not record last use");

@@ -1,16 +1,14 @@
 //! Organization API keys: created with a role, listed without their secret,
 //! deleted (revoked) at once on every replica.
 
-use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
 };
 
-use super::{new_id, page::PageRequest, validate};
+use super::{Core, new_id, page::PageRequest, validate};
 use crate::{
-    app::App,
     auth::{OrgRead, OrgWrite, Role, secret},
-    bus::{self, KeyEvent},
+    bus::Event,
     error::{Error, Result},
     store::entities::{api_key, organization},
 };
@@ -21,7 +19,7 @@ pub struct NewApiKey {
     pub plaintext: String,
 }
 
-pub async fn create(app: &App, access: &OrgWrite, name: &str, role: &str) -> Result<NewApiKey> {
+pub async fn create(core: &Core, access: &OrgWrite, name: &str, role: &str) -> Result<NewApiKey> {
     let name = validate::name("name", name)?;
     let role = Role::parse(role.trim())
         .ok_or_else(|| Error::invalid("role must be \"owner\", \"admin\" or \"viewer\""))?;
@@ -31,7 +29,7 @@ pub async fn create(app: &App, access: &OrgWrite, name: &str, role: &str) -> Res
         ));
     }
     let secret = secret::generate(secret::SecretKind::ApiKey);
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_tx(access.org_id()).await?;
     let key = api_key::Entity::insert(api_key::ActiveModel {
         id: Set(new_id()),
         org_id: Set(tx.org_id()),
@@ -39,7 +37,7 @@ pub async fn create(app: &App, access: &OrgWrite, name: &str, role: &str) -> Res
         role: Set(role.as_str().into()),
         prefix: Set(secret.display_prefix()),
         secret_hash: Set(secret.hash),
-        created_at: Set(Utc::now()),
+        created_at: Set(core.clock.now()),
         last_used_at: Set(None),
         revoked_at: Set(None),
     })
@@ -54,11 +52,11 @@ pub async fn create(app: &App, access: &OrgWrite, name: &str, role: &str) -> Res
 
 /// Live (not deleted) keys of the organization.
 pub async fn list(
-    app: &App,
+    core: &Core,
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<api_key::Model>, String)> {
-    let tx = app.store.org_read(access.org_id()).await?;
+    let tx = core.store.org_read(access.org_id()).await?;
     let select = api_key::Entity::find()
         .filter(api_key::Column::OrgId.eq(tx.org_id()))
         .filter(api_key::Column::RevokedAt.is_null());
@@ -70,9 +68,9 @@ pub async fn list(
 }
 
 /// Revokes the key: its next request is 401, on every replica.
-pub async fn delete(app: &App, access: &OrgWrite, id: &str) -> Result<()> {
+pub async fn delete(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
     let id = validate::path_id("API key", id)?;
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     // Key deletions in one organization run one at a time (the organization
     // row is their one lock), so two owners deleting each other cannot both
     // pass the last-owner check, nor deadlock.
@@ -105,14 +103,12 @@ pub async fn delete(app: &App, access: &OrgWrite, id: &str) -> Result<()> {
         }
     }
     api_key::Entity::update_many()
-        .col_expr(api_key::Column::RevokedAt, Some(Utc::now()).into())
+        .col_expr(api_key::Column::RevokedAt, Some(core.clock.now()).into())
         .filter(api_key::Column::Id.eq(key.id))
         .filter(api_key::Column::OrgId.eq(tx.org_id()))
         .exec(tx.conn())
         .await?;
-    let event = KeyEvent::ApiKeyChanged(key.id);
-    bus::publish(&tx, event).await?;
+    tx.publish(Event::ApiKeyChanged { key_id: key.id }).await?;
     tx.commit().await?;
-    event.apply(app);
     Ok(())
 }

@@ -3,9 +3,8 @@
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 
-use super::{devices, liveness::Liveness, orgs, places, sensor_types, validate};
+use super::{Core, devices, liveness::Liveness, orgs, places, sensor_types, validate};
 use crate::{
-    app::App,
     auth::DevicePrincipal,
     error::{Error, Result},
     store::entities::{device, device_group, location, organization},
@@ -20,7 +19,7 @@ pub struct Heartbeat {
 
 /// Records liveness; returns the server time the heartbeat was recorded at.
 pub async fn heartbeat(
-    app: &App,
+    core: &Core,
     who: &DevicePrincipal,
     hb: Heartbeat,
     source_ip: IpAddr,
@@ -42,8 +41,8 @@ pub async fn heartbeat(
             Some(i64::try_from(s).map_err(|_| Error::invalid("uptime_seconds is too large"))?)
         }
     };
-    let now = Utc::now();
-    app.liveness
+    let now = core.clock.now();
+    core.liveness
         .record(Liveness {
             org_id: who.org_id,
             device_id: who.device_id,
@@ -66,8 +65,8 @@ pub struct DeviceConfig {
     pub sensor_keys: Vec<String>,
 }
 
-pub async fn config(app: &App, who: &DevicePrincipal) -> Result<DeviceConfig> {
-    let tx = app.store.org_read(who.org_id).await?;
+pub async fn config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig> {
+    let tx = core.store.org_read(who.org_id).await?;
     let device = devices::find_by_id(&tx, who.device_id).await?;
     let location = match device.location_id {
         Some(id) => Some(places::find_location(&tx, id).await?),
@@ -78,7 +77,7 @@ pub async fn config(app: &App, who: &DevicePrincipal) -> Result<DeviceConfig> {
         None => None,
     };
     tx.commit().await?;
-    let org = orgs::get_org(&app.store, who.org_id).await?;
+    let org = orgs::get_org(&core.store, who.org_id).await?;
     // Per-device or per-group sensor lists arrive with the ingest issue; until
     // then every registered key is expected.
     let sensor_keys = sensor_types::BUILT_IN

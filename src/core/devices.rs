@@ -8,11 +8,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{new_id, page::PageRequest, places, validate};
+use super::{Core, new_id, page::PageRequest, places, validate};
 use crate::{
-    app::App,
     auth::{OrgRead, OrgWrite, secret},
-    bus::{self, KeyEvent},
+    bus::Event,
     error::{Error, Result},
     store::{
         OrgTx,
@@ -65,7 +64,7 @@ pub struct ProvisioningToken {
 }
 
 pub async fn create_device(
-    app: &App,
+    core: &Core,
     access: &OrgWrite,
     input: NewDevice,
 ) -> Result<(device::Model, ProvisioningToken)> {
@@ -73,7 +72,7 @@ pub async fn create_device(
     let tags = validate::tags(&input.tags)?;
     let location_id = validate::opt_uuid("location_id", input.location_id.as_deref())?;
     let group_id = validate::opt_uuid("group_id", input.group_id.as_deref())?;
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_tx(access.org_id()).await?;
     if let Some(id) = location_id {
         places::find_location(&tx, id).await?;
     }
@@ -95,22 +94,22 @@ pub async fn create_device(
         source_ip: Set(None),
         hostname: Set(None),
         last_seen_at: Set(None),
-        created_at: Set(Utc::now()),
+        created_at: Set(core.clock.now()),
     })
     .exec_with_returning(tx.conn())
     .await?;
-    let token = issue_provisioning_token(app, &tx, device.id).await?;
+    let token = issue_provisioning_token(core, &tx, device.id).await?;
     tx.commit().await?;
     Ok((device, token))
 }
 
 /// Issues a fresh one-time token for the device; earlier unused ones stop working.
 async fn issue_provisioning_token(
-    app: &App,
+    core: &Core,
     tx: &OrgTx,
     device_id: Uuid,
 ) -> Result<ProvisioningToken> {
-    let now = Utc::now();
+    let now = core.clock.now();
     provisioning_token::Entity::update_many()
         .col_expr(provisioning_token::Column::RevokedAt, now.into())
         .filter(provisioning_token::Column::OrgId.eq(tx.org_id()))
@@ -120,7 +119,7 @@ async fn issue_provisioning_token(
         .exec(tx.conn())
         .await?;
     let secret = secret::generate(secret::SecretKind::ProvisioningToken);
-    let ttl = Duration::seconds(app.config.provisioning_token_ttl_seconds as i64);
+    let ttl = Duration::from_std(core.settings.provisioning_token_ttl).unwrap_or(Duration::MAX);
     let expires_at = now + ttl;
     provisioning_token::Entity::insert(provisioning_token::ActiveModel {
         id: Set(new_id()),
@@ -141,13 +140,13 @@ async fn issue_provisioning_token(
 }
 
 pub async fn new_provisioning_token(
-    app: &App,
+    core: &Core,
     access: &OrgWrite,
     id: &str,
 ) -> Result<ProvisioningToken> {
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
-    let token = issue_provisioning_token(app, &tx, device.id).await?;
+    let token = issue_provisioning_token(core, &tx, device.id).await?;
     tx.commit().await?;
     Ok(token)
 }
@@ -184,19 +183,19 @@ async fn lock(tx: &OrgTx, id: &str) -> Result<device::Model> {
     lock_by_id(tx, validate::path_id("device", id)?).await
 }
 
-pub async fn get_device(app: &App, access: &OrgRead, id: &str) -> Result<device::Model> {
-    let tx = app.store.org_read(access.org_id()).await?;
+pub async fn get_device(core: &Core, access: &OrgRead, id: &str) -> Result<device::Model> {
+    let tx = core.store.org_read(access.org_id()).await?;
     let device = find(&tx, id).await?;
     tx.commit().await?;
     Ok(device)
 }
 
 pub async fn list_devices(
-    app: &App,
+    core: &Core,
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<device::Model>, String)> {
-    let tx = app.store.org_read(access.org_id()).await?;
+    let tx = core.store.org_read(access.org_id()).await?;
     let select = device::Entity::find().filter(device::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, device::Column::Id, tx.conn(), |m| m.id)
@@ -215,12 +214,12 @@ pub struct DeviceUpdate {
 }
 
 pub async fn update_device(
-    app: &App,
+    core: &Core,
     access: &OrgWrite,
     id: &str,
     update: DeviceUpdate,
 ) -> Result<device::Model> {
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = find(&tx, id).await?;
     let mut active: device::ActiveModel = device.into();
     if let Some(name) = &update.name {
@@ -244,19 +243,23 @@ pub async fn update_device(
         active.tags = Set(validate::tags_to_json(&validate::tags(tags)?));
     }
     let device = active.update(tx.conn()).await?;
+    tx.publish(Event::DeviceChanged {
+        device_id: device.id,
+    })
+    .await?;
     tx.commit().await?;
     Ok(device)
 }
 
 /// Inserts a new device key; used by pairing, enrollment and rotation.
-pub async fn insert_device_key(tx: &OrgTx, device_id: Uuid) -> Result<String> {
+pub async fn insert_device_key(core: &Core, tx: &OrgTx, device_id: Uuid) -> Result<String> {
     let secret = secret::generate(secret::SecretKind::DeviceKey);
     device_key::Entity::insert(device_key::ActiveModel {
         id: Set(new_id()),
         org_id: Set(tx.org_id()),
         device_id: Set(device_id),
         secret_hash: Set(secret.hash),
-        created_at: Set(Utc::now()),
+        created_at: Set(core.clock.now()),
         expires_at: Set(None),
         revoked_at: Set(None),
     })
@@ -267,7 +270,7 @@ pub async fn insert_device_key(tx: &OrgTx, device_id: Uuid) -> Result<String> {
 
 /// A new device key; the old ones keep working for `grace_seconds` (0: stop now).
 pub async fn rotate_key(
-    app: &App,
+    core: &Core,
     access: &OrgWrite,
     id: &str,
     grace_seconds: u32,
@@ -278,9 +281,9 @@ pub async fn rotate_key(
             "grace_seconds must be at most {MAX_GRACE}"
         )));
     }
-    let tx = app.store.org_tx(access.org_id()).await?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
-    let now = Utc::now();
+    let now = core.clock.now();
     let live = device_key::Column::RevokedAt.is_null();
     if grace_seconds == 0 {
         device_key::Entity::update_many()
@@ -303,27 +306,29 @@ pub async fn rotate_key(
             .exec(tx.conn())
             .await?;
     }
-    let key = insert_device_key(&tx, device.id).await?;
-    let event = KeyEvent::DeviceKeysChanged(device.id);
-    bus::publish(&tx, event).await?;
+    let key = insert_device_key(core, &tx, device.id).await?;
+    tx.publish(Event::DeviceKeysChanged {
+        device_id: device.id,
+    })
+    .await?;
     tx.commit().await?;
-    event.apply(app);
     Ok(key)
 }
 
 /// Revokes every key of the device; its next request is 401.
-pub async fn revoke_keys(app: &App, access: &OrgWrite, id: &str) -> Result<(Uuid, u64)> {
-    let tx = app.store.org_tx(access.org_id()).await?;
+pub async fn revoke_keys(core: &Core, access: &OrgWrite, id: &str) -> Result<(Uuid, u64)> {
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
     let done = device_key::Entity::update_many()
-        .col_expr(device_key::Column::RevokedAt, Utc::now().into())
+        .col_expr(device_key::Column::RevokedAt, core.clock.now().into())
         .filter(device_key::Column::DeviceId.eq(device.id))
         .filter(device_key::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
-    let event = KeyEvent::DeviceKeysChanged(device.id);
-    bus::publish(&tx, event).await?;
+    tx.publish(Event::DeviceKeysChanged {
+        device_id: device.id,
+    })
+    .await?;
     tx.commit().await?;
-    event.apply(app);
     Ok((device.id, done.rows_affected))
 }

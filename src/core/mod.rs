@@ -1,7 +1,9 @@
 //! Use cases: the rules of swrm, free of transport types. gRPC handlers, the
-//! REST adapter (through gRPC), the CLI and background jobs all call these.
+//! REST adapter (through gRPC), the CLI and background jobs all call these,
+//! each with the one [`Core`] built at start.
 
 pub mod api_keys;
+pub mod clock;
 pub mod device_ops;
 pub mod devices;
 pub mod liveness;
@@ -13,6 +15,62 @@ pub mod sensor_types;
 pub mod validate;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{bus::Bus, store::Store};
+pub use clock::Clock;
+
+/// What every use case may need, built once at start and held by the
+/// transports, the CLI and background tasks.
+pub struct Core {
+    pub store: Store,
+    /// Events of committed changes (see `bus`).
+    pub bus: Bus,
+    pub clock: Clock,
+    pub settings: Settings,
+    /// Group-commits heartbeats (see [`liveness`]).
+    pub liveness: liveness::LivenessWriter,
+    /// Cancelled when the server starts shutting down: every long-lived
+    /// stream and poll ends at once instead of holding the drain.
+    pub shutdown: CancellationToken,
+    /// How many credential checks reached the database (the proof that
+    /// malformed secrets never do).
+    auth_db_lookups: AtomicU64,
+}
+
+/// Settings the use cases follow (from the server's configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What devices are told; a device is offline after three missed.
+    pub heartbeat_interval: Duration,
+    pub provisioning_token_ttl: Duration,
+}
+
+impl Core {
+    pub fn new(store: Store, clock: Clock, settings: Settings) -> Self {
+        Self {
+            bus: store.bus().clone(),
+            liveness: liveness::LivenessWriter::spawn(store.clone()),
+            store,
+            clock,
+            settings,
+            shutdown: CancellationToken::new(),
+            auth_db_lookups: AtomicU64::new(0),
+        }
+    }
+
+    pub fn count_auth_lookup(&self) {
+        self.auth_db_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_db_lookups(&self) -> u64 {
+        self.auth_db_lookups.load(Ordering::Relaxed)
+    }
+}
 
 /// RFC 3339 UTC with millisecond precision, the one time format on the wire.
 pub fn rfc3339(t: DateTime<Utc>) -> String {

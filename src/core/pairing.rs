@@ -1,14 +1,12 @@
 //! Pairing: a one-time provisioning token becomes a persistent device key.
 
-use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use super::{devices, validate};
+use super::{Core, devices, validate};
 use crate::{
-    app::App,
     auth::secret::{self, SecretKind},
-    bus::{self, KeyEvent},
+    bus::Event,
     error::{Error, Result},
     store::entities::{device, device_key, provisioning_token},
 };
@@ -29,7 +27,7 @@ pub struct Paired {
 
 const REJECTED: &str = "provisioning token is unknown, already used, revoked or expired";
 
-pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
+pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
     if secret::parse(&input.token) != Some(SecretKind::ProvisioningToken) {
         return Err(Error::Unauthenticated(
             "malformed provisioning token".into(),
@@ -41,15 +39,15 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
         validate::short_text("firmware_version", input.firmware_version.as_deref())?;
 
     let hash = secret::hash(&input.token);
-    app.count_auth_lookup();
+    core.count_auth_lookup();
     let token = provisioning_token::Entity::find()
         .filter(provisioning_token::Column::SecretHash.eq(&hash))
-        .one(app.store.unscoped())
+        .one(core.store.unscoped())
         .await?
         .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?;
 
-    let now = Utc::now();
-    let tx = app.store.org_tx(token.org_id).await?;
+    let now = core.clock.now();
+    let mut tx = core.store.org_tx(token.org_id).await?;
     // Lock the device first, as every key operation does, so that pairing and
     // a concurrent new token or rotation cannot deadlock.
     let device = devices::lock_by_id(&tx, token.device_id).await?;
@@ -75,7 +73,7 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
         .filter(device_key::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
-    let api_key = devices::insert_device_key(&tx, device.id).await?;
+    let api_key = devices::insert_device_key(core, &tx, device.id).await?;
 
     let mut active: device::ActiveModel = device.clone().into();
     if hardware_model.is_some() {
@@ -88,10 +86,11 @@ pub async fn pair(app: &App, input: PairInput) -> Result<Paired> {
         active.firmware_version = Set(firmware_version);
     }
     let device = active.update(tx.conn()).await?;
-    let event = KeyEvent::DeviceKeysChanged(device.id);
-    bus::publish(&tx, event).await?;
+    tx.publish(Event::DeviceKeysChanged {
+        device_id: device.id,
+    })
+    .await?;
     tx.commit().await?;
-    event.apply(app);
     Ok(Paired {
         device_id: device.id,
         org_id: device.org_id,

@@ -1,15 +1,14 @@
 //! Locations and groups: where devices are and how they are managed together.
 
-use chrono::Utc;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use super::{new_id, page::PageRequest, validate};
+use super::{Core, new_id, page::PageRequest, validate};
 use crate::{
     auth::{OrgRead, OrgWrite},
     error::{Error, Result},
     store::{
-        OrgTx, Store,
+        OrgTx,
         entities::{device_group, location},
     },
 };
@@ -22,7 +21,7 @@ pub struct NewLocation {
 }
 
 pub async fn create_location(
-    store: &Store,
+    core: &Core,
     access: &OrgWrite,
     input: NewLocation,
 ) -> Result<location::Model> {
@@ -38,7 +37,7 @@ pub async fn create_location(
         return Err(Error::invalid("longitude must be between -180 and 180"));
     }
     let timezone = validate::short_text("timezone", input.timezone.as_deref())?;
-    let tx = store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_tx(access.org_id()).await?;
     let model = location::Entity::insert(location::ActiveModel {
         id: Set(new_id()),
         org_id: Set(tx.org_id()),
@@ -46,7 +45,7 @@ pub async fn create_location(
         latitude: Set(input.latitude),
         longitude: Set(input.longitude),
         timezone: Set(timezone),
-        created_at: Set(Utc::now()),
+        created_at: Set(core.clock.now()),
     })
     .exec_with_returning(tx.conn())
     .await?;
@@ -55,11 +54,11 @@ pub async fn create_location(
 }
 
 pub async fn list_locations(
-    store: &Store,
+    core: &Core,
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<location::Model>, String)> {
-    let tx = store.org_read(access.org_id()).await?;
+    let tx = core.store.org_read(access.org_id()).await?;
     let select = location::Entity::find().filter(location::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, location::Column::Id, tx.conn(), |m| m.id)
@@ -69,20 +68,20 @@ pub async fn list_locations(
 }
 
 pub async fn create_group(
-    store: &Store,
+    core: &Core,
     access: &OrgWrite,
     name: &str,
     description: Option<&str>,
 ) -> Result<device_group::Model> {
     let name = validate::name("name", name)?;
     let description = validate::short_text("description", description)?;
-    let tx = store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_tx(access.org_id()).await?;
     let model = device_group::Entity::insert(device_group::ActiveModel {
         id: Set(new_id()),
         org_id: Set(tx.org_id()),
         name: Set(name),
         description: Set(description),
-        created_at: Set(Utc::now()),
+        created_at: Set(core.clock.now()),
     })
     .exec_with_returning(tx.conn())
     .await?;
@@ -91,11 +90,11 @@ pub async fn create_group(
 }
 
 pub async fn list_groups(
-    store: &Store,
+    core: &Core,
     access: &OrgRead,
     page: PageRequest,
 ) -> Result<(Vec<device_group::Model>, String)> {
-    let tx = store.org_read(access.org_id()).await?;
+    let tx = core.store.org_read(access.org_id()).await?;
     let select = device_group::Entity::find().filter(device_group::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, device_group::Column::Id, tx.conn(), |m| m.id)

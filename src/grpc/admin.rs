@@ -22,7 +22,8 @@ impl AdminApi {
     }
 
     fn device(&self, m: &crate::store::entities::device::Model) -> proto::Device {
-        convert::device(m, self.app.config.heartbeat_interval())
+        let core = &self.app.core;
+        convert::device(m, core.settings.heartbeat_interval, core.clock.now())
     }
 }
 
@@ -37,7 +38,7 @@ impl AdminService for AdminApi {
         let access = require_write(credential(&req))?;
         let body = req.into_inner();
         let (device, token) = devices::create_device(
-            &self.app,
+            &self.app.core,
             &access,
             devices::NewDevice {
                 name: body.name,
@@ -61,7 +62,7 @@ impl AdminService for AdminApi {
         let access = require_read(credential(&req))?;
         let body = req.get_ref();
         let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
-        let (rows, next_page_token) = devices::list_devices(&self.app, &access, page).await?;
+        let (rows, next_page_token) = devices::list_devices(&self.app.core, &access, page).await?;
         Ok(Response::new(proto::ListDevicesResponse {
             devices: rows.iter().map(|d| self.device(d)).collect(),
             next_page_token,
@@ -70,7 +71,7 @@ impl AdminService for AdminApi {
 
     async fn get_device(&self, req: Request<proto::GetDeviceRequest>) -> Reply<proto::Device> {
         let access = require_read(credential(&req))?;
-        let device = devices::get_device(&self.app, &access, &req.get_ref().id).await?;
+        let device = devices::get_device(&self.app.core, &access, &req.get_ref().id).await?;
         Ok(Response::new(self.device(&device)))
     }
 
@@ -81,7 +82,7 @@ impl AdminService for AdminApi {
         let access = require_write(credential(&req))?;
         let body = req.into_inner();
         let device = devices::update_device(
-            &self.app,
+            &self.app.core,
             &access,
             &body.id,
             devices::DeviceUpdate {
@@ -103,7 +104,8 @@ impl AdminService for AdminApi {
         req: Request<proto::CreateProvisioningTokenRequest>,
     ) -> Reply<proto::ProvisioningToken> {
         let access = require_write(credential(&req))?;
-        let token = devices::new_provisioning_token(&self.app, &access, &req.get_ref().id).await?;
+        let token =
+            devices::new_provisioning_token(&self.app.core, &access, &req.get_ref().id).await?;
         Ok(Response::new(proto::ProvisioningToken {
             provisioning_token: token.token,
             provisioning_token_expires_at: rfc3339(token.expires_at),
@@ -117,7 +119,7 @@ impl AdminService for AdminApi {
         let access = require_write(credential(&req))?;
         let body = req.get_ref();
         let api_key = devices::rotate_key(
-            &self.app,
+            &self.app.core,
             &access,
             &body.id,
             body.grace_seconds.unwrap_or(0),
@@ -132,7 +134,7 @@ impl AdminService for AdminApi {
     ) -> Reply<proto::RevokeDeviceKeyResponse> {
         let access = require_write(credential(&req))?;
         let (device_id, revoked) =
-            devices::revoke_keys(&self.app, &access, &req.get_ref().id).await?;
+            devices::revoke_keys(&self.app.core, &access, &req.get_ref().id).await?;
         Ok(Response::new(proto::RevokeDeviceKeyResponse {
             device_id: device_id.to_string(),
             revoked: revoked.try_into().unwrap_or(u32::MAX),
@@ -146,7 +148,7 @@ impl AdminService for AdminApi {
         let access = require_write(credential(&req))?;
         let body = req.into_inner();
         let location = places::create_location(
-            &self.app.store,
+            &self.app.core,
             &access,
             places::NewLocation {
                 name: body.name,
@@ -166,8 +168,7 @@ impl AdminService for AdminApi {
         let access = require_read(credential(&req))?;
         let body = req.get_ref();
         let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
-        let (rows, next_page_token) =
-            places::list_locations(&self.app.store, &access, page).await?;
+        let (rows, next_page_token) = places::list_locations(&self.app.core, &access, page).await?;
         Ok(Response::new(proto::ListLocationsResponse {
             locations: rows.iter().map(convert::location).collect(),
             next_page_token,
@@ -178,7 +179,7 @@ impl AdminService for AdminApi {
         let access = require_write(credential(&req))?;
         let body = req.get_ref();
         let group = places::create_group(
-            &self.app.store,
+            &self.app.core,
             &access,
             &body.name,
             body.description.as_deref(),
@@ -194,7 +195,7 @@ impl AdminService for AdminApi {
         let access = require_read(credential(&req))?;
         let body = req.get_ref();
         let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
-        let (rows, next_page_token) = places::list_groups(&self.app.store, &access, page).await?;
+        let (rows, next_page_token) = places::list_groups(&self.app.core, &access, page).await?;
         Ok(Response::new(proto::ListGroupsResponse {
             groups: rows.iter().map(convert::group).collect(),
             next_page_token,
@@ -207,7 +208,7 @@ impl AdminService for AdminApi {
     ) -> Reply<proto::ApiKey> {
         let access = require_write(credential(&req))?;
         let body = req.get_ref();
-        let created = api_keys::create(&self.app, &access, &body.name, &body.role).await?;
+        let created = api_keys::create(&self.app.core, &access, &body.name, &body.role).await?;
         let mut key = convert::api_key(&created.key);
         key.api_key = Some(created.plaintext);
         Ok(Response::new(key))
@@ -220,7 +221,7 @@ impl AdminService for AdminApi {
         let access = require_read(credential(&req))?;
         let body = req.get_ref();
         let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
-        let (rows, next_page_token) = api_keys::list(&self.app, &access, page).await?;
+        let (rows, next_page_token) = api_keys::list(&self.app.core, &access, page).await?;
         Ok(Response::new(proto::ListApiKeysResponse {
             api_keys: rows.iter().map(convert::api_key).collect(),
             next_page_token,
@@ -232,7 +233,7 @@ impl AdminService for AdminApi {
         req: Request<proto::DeleteApiKeyRequest>,
     ) -> Reply<proto::DeleteApiKeyResponse> {
         let access = require_write(credential(&req))?;
-        api_keys::delete(&self.app, &access, &req.get_ref().id).await?;
+        api_keys::delete(&self.app.core, &access, &req.get_ref().id).await?;
         Ok(Response::new(proto::DeleteApiKeyResponse {}))
     }
 

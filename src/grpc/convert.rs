@@ -1,6 +1,6 @@
 //! Store models → protobuf messages. Pure functions, no I/O.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::{
     core::{self, rfc3339},
@@ -8,13 +8,16 @@ use crate::{
     store::entities::{api_key, device, device_group, location},
 };
 
-pub fn device(m: &device::Model, interval: std::time::Duration) -> proto::Device {
+/// A device as operators see it; its status as of `now`.
+pub fn device(
+    m: &device::Model,
+    interval: std::time::Duration,
+    now: DateTime<Utc>,
+) -> proto::Device {
     proto::Device {
         id: m.id.to_string(),
         name: m.name.clone(),
-        status: core::devices::status(m, interval, Utc::now())
-            .as_str()
-            .to_owned(),
+        status: core::devices::status(m, interval, now).as_str().to_owned(),
         last_seen_at: m.last_seen_at.map(rfc3339),
         firmware_version: m.firmware_version.clone(),
         uptime_seconds: m.uptime_seconds.map(|s| s.max(0) as u64),

@@ -52,7 +52,7 @@ impl DeviceService for DeviceApi {
         };
         let body = req.into_inner();
         let paired = pairing::pair(
-            &self.app,
+            &self.app.core,
             pairing::PairInput {
                 token,
                 hardware_model: body.hardware_model,
@@ -80,7 +80,7 @@ impl DeviceService for DeviceApi {
             .public_url
             .clone()
             .unwrap_or_else(|| origin(&req));
-        let cfg = device_ops::config(&self.app, &who).await?;
+        let cfg = device_ops::config(&self.app.core, &who).await?;
         let d = &cfg.device;
         Ok(Response::new(proto::GetConfigResponse {
             device: Some(proto::ConfigDevice {
@@ -133,7 +133,7 @@ impl DeviceService for DeviceApi {
         let ip = source_ip(&req);
         let body = req.into_inner();
         let now = device_ops::heartbeat(
-            &self.app,
+            &self.app.core,
             &who,
             device_ops::Heartbeat {
                 firmware_version: body.firmware_version,

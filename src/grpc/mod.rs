@@ -4,6 +4,7 @@
 pub mod admin;
 mod convert;
 pub mod device;
+mod shutdown;
 
 use axum::Router;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
         .build_v1alpha()
         .expect("descriptor set is valid");
 
+    let stop = app.core.shutdown.clone();
     let device =
         DeviceServiceServer::new(CheckedDeviceService(device::DeviceApi::new(app.clone())));
     let admin = AdminServiceServer::new(CheckedAdminService(admin::AdminApi::new(app)));
@@ -71,6 +73,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route_service(&path_of(&health), health)
         .route_service(&path_of(&reflection_v1), reflection_v1)
         .route_service(&path_of(&reflection_v1alpha), reflection_v1alpha)
+        .layer(axum::middleware::from_fn_with_state(
+            stop,
+            shutdown::end_streams_on_shutdown,
+        ))
         .layer(GrpcWebLayer::new())
 }
 

@@ -61,7 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// 200 while the database answers, else 503.
 async fn ready(State(s): St) -> Response {
-    if s.app.store.ping().await {
+    if s.app.core.store.ping().await {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
     } else {
         error_response(Error::Unavailable("database is not answering".into()))

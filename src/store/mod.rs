@@ -3,6 +3,8 @@
 //! Tenant data is only reached through an [`OrgTx`]: a transaction that knows
 //! the caller's organization. On PostgreSQL it also sets `swrm.org_id` for the
 //! transaction, so row-level security can key on it without touching queries.
+//! Events published in an `OrgTx` reach the bus when it commits, and not at
+//! all if it does not.
 
 pub mod entities;
 
@@ -15,11 +17,15 @@ use sea_orm::{
 use std::time::Duration;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::{
+    bus::{self, Bus, Event},
+    error::{Error, Result},
+};
 
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    bus: Bus,
 }
 
 impl Store {
@@ -45,7 +51,13 @@ impl Store {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot open database: {e}")))?;
         Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let bus = Bus::new(db.get_database_backend() == DatabaseBackend::Postgres);
+        Ok(Self { db, bus })
+    }
+
+    /// The bus events committed through this store are delivered on.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     /// For lookups that find the organization (secret hashes) and for
@@ -78,7 +90,12 @@ impl Store {
             })
             .await?;
         set_org(&tx, org_id).await?;
-        Ok(OrgTx { tx, org_id })
+        Ok(OrgTx {
+            tx,
+            org_id,
+            bus: self.bus.clone(),
+            events: Vec::new(),
+        })
     }
 
     /// A write transaction spanning organizations (batched writes); each
@@ -103,6 +120,9 @@ impl Store {
 pub struct OrgTx {
     tx: DatabaseTransaction,
     org_id: Uuid,
+    bus: Bus,
+    /// Published here, delivered at commit.
+    events: Vec<Event>,
 }
 
 /// A transaction whose statements belong to different organizations.
@@ -147,7 +167,20 @@ impl OrgTx {
     pub fn conn(&self) -> &DatabaseTransaction {
         &self.tx
     }
+
+    /// Announces `event` when (and only if) this transaction commits: to
+    /// this process at commit, and on PostgreSQL to every other replica.
+    pub async fn publish(&mut self, event: Event) -> Result<()> {
+        if self.bus.is_shared() {
+            bus::postgres::notify(&self.tx, self.bus.replica(), event).await?;
+        }
+        self.events.push(event);
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        self.bus.deliver(&self.events);
+        Ok(())
     }
 }

@@ -56,9 +56,9 @@ async fn provisioning_token_as_bearer_pairs() {
 
 #[tokio::test]
 async fn expired_and_unknown_provisioning_tokens_are_401() {
-    let s = common::start_with(|c| c.provisioning_token_ttl_seconds = 1).await;
+    let s = common::start_with_clock(|c| c.provisioning_token_ttl_seconds = 60).await;
     let (_, token) = s.create_device("cam").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    s.clock.advance(std::time::Duration::from_secs(61));
     let expired = s
         .post(
             "/api/public/v1/pair",
@@ -265,7 +265,7 @@ async fn revoked_key_stops_at_once() {
 
 #[tokio::test]
 async fn rotated_key_replaces_the_old_one_after_the_grace() {
-    let s = common::start().await;
+    let s = common::start_with_clock(|_| {}).await;
     let (id, old) = s.paired_device("cam").await;
     assert_eq!(s.heartbeat(&old).await.status, StatusCode::OK);
 
@@ -273,7 +273,7 @@ async fn rotated_key_replaces_the_old_one_after_the_grace() {
         .post(
             &format!("/api/v1/devices/{id}/rotate-key"),
             Some(&s.owner_key),
-            json!({"grace_seconds": 1}),
+            json!({"grace_seconds": 60}),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -281,7 +281,9 @@ async fn rotated_key_replaces_the_old_one_after_the_grace() {
     assert!(new.starts_with("swrm_dk_") && new != old);
     assert_eq!(s.heartbeat(&old).await.status, StatusCode::OK);
     assert_eq!(s.heartbeat(&new).await.status, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    s.clock.advance(std::time::Duration::from_secs(59));
+    assert_eq!(s.heartbeat(&old).await.status, StatusCode::OK);
+    s.clock.advance(std::time::Duration::from_secs(2));
     assert_unauthenticated(&s.heartbeat(&old).await);
     assert_eq!(s.heartbeat(&new).await.status, StatusCode::OK);
 

@@ -49,3 +49,35 @@ async fn silent_connections_are_cut_off() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+#[tokio::test]
+async fn shutdown_ends_server_streams_at_once() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut s = common::start().await;
+    let mut health = HealthClient::new(s.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("first status")
+        .expect("a status");
+    let started = std::time::Instant::now();
+    let served = s.shut_down();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), watch.message())
+        .await
+        .expect("the stream ends at shutdown, not after the 30 s drain");
+    let status = end.expect_err("ended by the server");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), served)
+        .await
+        .expect("serve returns once the streams are gone")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

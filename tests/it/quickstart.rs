@@ -210,16 +210,21 @@ async fn quickstart_flow_over_rest() {
 
 #[tokio::test]
 async fn device_goes_offline_after_three_missed_intervals() {
-    let s = common::start_with(|c| c.heartbeat_interval_seconds = 1).await;
+    let s = common::start_with_clock(|c| c.heartbeat_interval_seconds = 10).await;
     let (id, key) = s.paired_device("cam").await;
     let hb = s.heartbeat(&key).await;
     assert_eq!(hb.status, StatusCode::OK);
-    assert_eq!(hb.body["heartbeat_interval_seconds"], 1);
+    assert_eq!(hb.body["heartbeat_interval_seconds"], 10);
     let d = s
         .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
         .await;
     assert_eq!(d.body["status"], "online");
-    tokio::time::sleep(std::time::Duration::from_millis(3300)).await;
+    s.clock.advance(std::time::Duration::from_secs(29));
+    let d = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(d.body["status"], "online", "within three intervals");
+    s.clock.advance(std::time::Duration::from_secs(2));
     let d = s
         .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
         .await;

@@ -8,12 +8,14 @@ use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use std::{net::SocketAddr, sync::Arc};
-use swrm::{App, Config, proto};
+use swrm::{App, Config, core::Clock, proto};
 use tokio::sync::oneshot;
 use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
 
 pub struct TestServer {
     pub app: Arc<App>,
+    /// The server's clock: manual when started with [`start_with_clock`].
+    pub clock: Clock,
     pub addr: SocketAddr,
     pub base: String,
     /// Owner key of organization `default`.
@@ -23,6 +25,7 @@ pub struct TestServer {
     pub database_url: Option<String>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for TestServer {
@@ -57,26 +60,43 @@ pub async fn start() -> TestServer {
 
 pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
     let database_url = fresh_postgres_url().await;
-    launch(database_url, None, tune).await
+    launch(database_url, None, Clock::system(), tune).await
+}
+
+/// A server on a manual clock that stands still until `s.clock.advance(..)`.
+pub async fn start_with_clock(tune: impl FnOnce(&mut Config)) -> TestServer {
+    let database_url = fresh_postgres_url().await;
+    launch(database_url, None, Clock::manual(chrono::Utc::now()), tune).await
 }
 
 /// A second server on the same PostgreSQL database, as a scale-out replica.
 /// `None` on SQLite, which is one process by design.
 pub async fn start_replica(of: &TestServer) -> Option<TestServer> {
     let url = of.database_url.clone()?;
-    Some(launch(Some(url), Some(of.owner_key.clone()), |_| {}).await)
+    Some(
+        launch(
+            Some(url),
+            Some(of.owner_key.clone()),
+            Clock::system(),
+            |_| {},
+        )
+        .await,
+    )
 }
 
 async fn launch(
     database_url: Option<String>,
     owner_key: Option<String>,
+    clock: Clock,
     tune: impl FnOnce(&mut Config),
 ) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_data_dir(dir.path());
     config.storage.database_url = database_url.clone();
     tune(&mut config);
-    let (app, created) = swrm::build(config).await.expect("server builds");
+    let (app, created) = swrm::build_with_clock(config, clock.clone())
+        .await
+        .expect("server builds");
     let owner_key = owner_key.unwrap_or_else(|| {
         created
             .expect("a fresh database creates org default")
@@ -85,11 +105,12 @@ async fn launch(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(swrm::serve(app.clone(), listener, async move {
+    let served = tokio::spawn(swrm::serve(app.clone(), listener, async move {
         let _ = stopped.await;
     }));
     TestServer {
         app,
+        clock,
         addr,
         base: format!("http://{addr}"),
         owner_key,
@@ -97,6 +118,7 @@ async fn launch(
         database_url,
         _dir: dir,
         stop: Some(stop),
+        served: Some(served),
     }
 }
 
@@ -121,6 +143,15 @@ impl Answer {
 }
 
 impl TestServer {
+    /// Starts shutting the server down (as SIGTERM does); the handle ends
+    /// when `serve` has returned.
+    pub fn shut_down(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.served.take().expect("shut down once")
+    }
+
     pub async fn call(
         &self,
         method: Method,
@@ -191,7 +222,7 @@ impl TestServer {
 
     /// A second organization with its own owner key.
     pub async fn other_org(&self, name: &str) -> String {
-        swrm::core::orgs::create_org(&self.app.store, name)
+        swrm::core::orgs::create_org(&self.app.core.store, name)
             .await
             .expect("create org")
             .api_key
