@@ -31,11 +31,15 @@ impl App {
             ),
         };
         let core = Core::new(store, clock, settings);
-        let keys = Arc::new(KeyCache::default());
+        let keys = Arc::new(KeyCache::new(
+            config.key_cache_entries,
+            config.key_cache_rejected_entries,
+            core.metrics.clone(),
+        ));
         let cache = keys.clone();
         core.bus.subscribe(move |event| match event {
-            Event::DeviceKeysChanged { device_id } => cache.evict_device(*device_id),
-            Event::ApiKeyChanged { key_id } => cache.evict_api_key(*key_id),
+            Event::DeviceKeysChanged { device_id } => cache.evict_owner(*device_id),
+            Event::ApiKeyChanged { key_id } => cache.evict_owner(*key_id),
             Event::Resync => cache.clear(),
             Event::CommandQueued { .. }
             | Event::DeviceChanged { .. }

@@ -9,6 +9,8 @@ const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: u32 = 30;
 const DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS: u64 = 86_400;
 const DEFAULT_MAX_JSON_BYTES: usize = 1024 * 1024;
 const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 30;
+const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
+const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 
 /// Where state lives; shared by `swrm serve` and `swrm admin`.
 #[derive(clap::Args, Clone, Debug)]
@@ -64,6 +66,17 @@ pub struct Config {
     #[arg(long, env = "SWRM_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub header_read_timeout_seconds: u32,
+    /// Valid device and API keys held in memory (the fleet's size is enough).
+    #[arg(long, env = "SWRM_KEY_CACHE_ENTRIES", default_value_t = DEFAULT_KEY_CACHE_ENTRIES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub key_cache_entries: usize,
+    /// Unknown, revoked or expired keys remembered, apart from valid ones.
+    #[arg(long, env = "SWRM_KEY_CACHE_REJECTED_ENTRIES", default_value_t = DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub key_cache_rejected_entries: usize,
+    /// Require an owner API key for `GET /metrics` (default: open).
+    #[arg(long, env = "SWRM_METRICS_REQUIRE_KEY")]
+    pub metrics_require_key: bool,
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
     /// Addresses of your load balancers / reverse proxies. Requests from them
@@ -91,6 +104,9 @@ impl Config {
             provisioning_token_ttl_seconds: DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
             header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+            key_cache_entries: DEFAULT_KEY_CACHE_ENTRIES,
+            key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
+            metrics_require_key: false,
             rate_limits: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
         }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod json;
 pub mod limits;
+pub mod metrics;
 pub mod rest;
 pub mod server;
 pub mod store;
@@ -72,6 +73,7 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 app.limits.prune();
+                app.keys.prune();
             }
         })
     };

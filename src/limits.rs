@@ -72,6 +72,18 @@ pub enum Bucket {
     Anonymous(IpAddr),
 }
 
+impl Bucket {
+    /// The bucket's kind, as a metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucket::Pairing(_) => "pairing",
+            Bucket::Device(_) => "device",
+            Bucket::OrgKey(_) => "org_key",
+            Bucket::Anonymous(_) => "anonymous",
+        }
+    }
+}
+
 /// The address a per-IP bucket is kept for: IPv4 as is (IPv4-mapped IPv6
 /// too), IPv6 by its /64, which one client usually holds whole.
 pub fn client_key(ip: IpAddr) -> IpAddr {

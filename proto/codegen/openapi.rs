@@ -616,7 +616,20 @@ fn system_operations() -> Vec<(&'static str, Value)> {
         }
         json!({"get": {"tags": ["system"], "operationId": id, "summary": summary, "security": [], "responses": responses}})
     };
+    let metrics = json!({"get": {
+        "tags": ["system"], "operationId": "metrics",
+        "summary": "Prometheus metrics (OpenMetrics text)",
+        "description": "Open by default; an owner API key when the server runs with --metrics-require-key.",
+        "security": [{}, {"bearer": []}],
+        "responses": {
+            "200": {"description": "The metrics.", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+            "401": {"$ref": "#/components/responses/Unauthorized"},
+            "403": {"$ref": "#/components/responses/Forbidden"},
+            "429": {"$ref": "#/components/responses/TooManyRequests"}
+        }
+    }});
     vec![
+        ("/metrics", metrics),
         (
             "/healthz",
             probe("healthz", "Health: 200 when the database answers", true),

@@ -38,6 +38,16 @@ pub fn generate(api: &Api) -> String {
         "/// Every REST operation, as the proto's HTTP bindings declare it.\n\
          pub const OPERATIONS: &[Operation] = &[\n{operations}];\n"
     );
+    let rpcs: Vec<String> = api
+        .methods()
+        .map(|(s, m)| format!("\"/{}/{}\"", s.full_name, m.name))
+        .collect();
+    let _ = writeln!(
+        out,
+        "/// The gRPC path of every method of the swrm services.\n\
+         pub const RPCS: &[&str] = &[{}];\n",
+        rpcs.join(", ")
+    );
     let mut routes = String::new();
     for (path, methods) in &by_path {
         let _ = writeln!(

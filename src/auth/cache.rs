@@ -1,12 +1,13 @@
 //! In-memory cache of resolved device keys and API keys, so the hot path
 //! (every device request) does not query the database.
 //!
-//! Entries live at most [`TTL`]; revoking or rotating a key evicts its
-//! entries at once, here and (through `bus`, on PostgreSQL) on every replica.
-//! The TTL bounds staleness should an event ever be lost.
-//!
-//! Rejections are cached too: an unknown hash stays unknown (new secrets are
-//! random), and a revoked or expired key never comes back.
+//! Valid keys and rejections live in separate bounded maps: a flood of
+//! forged well-formed keys fills (and, when full, empties) only the
+//! rejection map, never pushing out a valid key. Entries live at most
+//! [`TTL`] (rejections [`REJECTED_TTL`]) and expired ones are pruned
+//! periodically. Revoking or rotating a key evicts its entries at once, here
+//! and on every replica, through the bus (see `App::new`); the TTL bounds
+//! staleness should an event ever be lost.
 //!
 //! A lookup that read the database before a revocation committed must not
 //! put its stale answer back after the eviction: every eviction bumps a
@@ -15,15 +16,21 @@
 use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 use uuid::Uuid;
 
 use super::Credential;
+use crate::metrics::Metrics;
 
 pub const TTL: Duration = Duration::from_secs(30);
-const MAX_ENTRIES: usize = 100_000;
+/// An unknown key stays unknown (secrets are random), but a key created a
+/// moment later must not be refused for long.
+pub const REJECTED_TTL: Duration = Duration::from_secs(30);
+
+/// The SHA-256 of a secret: the cache key (the database stores its hex).
+pub type Digest = [u8; 32];
 
 struct Entry {
     credential: Credential,
@@ -32,33 +39,74 @@ struct Entry {
     cached_at: Instant,
 }
 
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<String, Entry>,
-    generation: u64,
+struct Rejection {
+    reason: &'static str,
+    cached_at: Instant,
 }
 
 #[derive(Default)]
+struct Inner {
+    valid: HashMap<Digest, Entry>,
+    /// Which cached digests belong to a device or an API key, so evicting
+    /// one does not scan the cache.
+    by_owner: HashMap<Uuid, Vec<Digest>>,
+    rejected: HashMap<Digest, Rejection>,
+    generation: u64,
+}
+
 pub struct KeyCache {
     inner: RwLock<Inner>,
+    max_valid: usize,
+    max_rejected: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// The cache generation a database lookup started under.
 #[derive(Clone, Copy, Debug)]
 pub struct Generation(u64);
 
+fn owner(credential: &Credential) -> Option<Uuid> {
+    match credential {
+        Credential::Device(d) => Some(d.device_id),
+        Credential::OrgKey(k) => Some(k.key_id),
+        _ => None,
+    }
+}
+
 impl KeyCache {
-    /// A fresh cached answer for this secret hash, if any, as of `now`.
-    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<Credential> {
+    pub fn new(max_valid: usize, max_rejected: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: RwLock::default(),
+            max_valid: max_valid.max(1),
+            max_rejected: max_rejected.max(1),
+            metrics,
+        }
+    }
+
+    /// A fresh cached answer for this secret, if any, as of `now`.
+    pub fn get(&self, digest: &Digest, now: DateTime<Utc>) -> Option<Credential> {
         let inner = self.inner.read().expect("key cache lock");
-        let entry = inner.entries.get(hash)?;
-        if entry.cached_at.elapsed() >= TTL {
-            return None;
-        }
-        if entry.key_expires_at.is_some_and(|end| now >= end) {
-            return Some(Credential::Rejected("device key revoked or expired"));
-        }
-        Some(entry.credential.clone())
+        let found = if let Some(entry) = inner.valid.get(digest) {
+            if entry.cached_at.elapsed() >= TTL {
+                None
+            } else if entry.key_expires_at.is_some_and(|end| now >= end) {
+                Some(Credential::Rejected("device key revoked or expired"))
+            } else {
+                Some(entry.credential.clone())
+            }
+        } else {
+            inner
+                .rejected
+                .get(digest)
+                .filter(|r| r.cached_at.elapsed() < REJECTED_TTL)
+                .map(|r| Credential::Rejected(r.reason))
+        };
+        drop(inner);
+        match found {
+            Some(_) => self.metrics.key_cache_hits.inc(),
+            None => self.metrics.key_cache_misses.inc(),
+        };
+        found
     }
 
     /// Read before a database lookup; pass to [`KeyCache::put`].
@@ -70,7 +118,7 @@ impl KeyCache {
     pub fn put(
         &self,
         seen: Generation,
-        hash: String,
+        digest: Digest,
         credential: Credential,
         key_expires_at: Option<DateTime<Utc>>,
     ) {
@@ -78,38 +126,114 @@ impl KeyCache {
         if inner.generation != seen.0 {
             return;
         }
-        if inner.entries.len() >= MAX_ENTRIES {
-            inner.entries.clear();
+        let cached_at = Instant::now();
+        if let Credential::Rejected(reason) = credential {
+            if inner.rejected.len() >= self.max_rejected {
+                // Forged keys only ever push out other rejections.
+                let dropped = inner.rejected.len();
+                inner.rejected.clear();
+                self.metrics.key_cache_evictions.inc_by(dropped as u64);
+            }
+            inner
+                .rejected
+                .insert(digest, Rejection { reason, cached_at });
+            return;
         }
-        inner.entries.insert(
-            hash,
+        let Some(owner) = owner(&credential) else {
+            return;
+        };
+        remove_valid(&mut inner, &digest);
+        if inner.valid.len() >= self.max_valid {
+            // Full of valid keys: make room by dropping an arbitrary one
+            // (it is looked up again on its next request).
+            if let Some(victim) = inner.valid.keys().next().copied() {
+                remove_valid(&mut inner, &victim);
+                self.metrics.key_cache_evictions.inc();
+            }
+        }
+        inner.by_owner.entry(owner).or_default().push(digest);
+        inner.valid.insert(
+            digest,
             Entry {
                 credential,
                 key_expires_at,
-                cached_at: Instant::now(),
+                cached_at,
             },
         );
     }
 
-    fn evict(&self, doomed: impl Fn(&Credential) -> bool) {
+    /// Forget every key of this device (revoked, rotated or re-paired), or
+    /// this API key (deleted).
+    pub fn evict_owner(&self, owner: Uuid) {
         let mut inner = self.inner.write().expect("key cache lock");
         inner.generation += 1;
-        inner.entries.retain(|_, e| !doomed(&e.credential));
-    }
-
-    /// Forget every key of this device (revoked, rotated or re-paired).
-    pub fn evict_device(&self, device_id: Uuid) {
-        self.evict(|c| matches!(c, Credential::Device(d) if d.device_id == device_id));
-    }
-
-    /// Forget this API key (deleted).
-    pub fn evict_api_key(&self, key_id: Uuid) {
-        self.evict(|c| matches!(c, Credential::OrgKey(k) if k.key_id == key_id));
+        let digests = inner.by_owner.remove(&owner).unwrap_or_default();
+        for digest in &digests {
+            inner.valid.remove(digest);
+        }
+        self.metrics
+            .key_cache_evictions
+            .inc_by(digests.len() as u64);
     }
 
     /// Forget everything (events may have been missed).
     pub fn clear(&self) {
-        self.evict(|_| true);
+        let mut inner = self.inner.write().expect("key cache lock");
+        inner.generation += 1;
+        let dropped = inner.valid.len() + inner.rejected.len();
+        inner.valid.clear();
+        inner.by_owner.clear();
+        inner.rejected.clear();
+        self.metrics.key_cache_evictions.inc_by(dropped as u64);
+    }
+
+    /// Drops expired entries, so memory follows the live fleet.
+    pub fn prune(&self) {
+        let mut inner = self.inner.write().expect("key cache lock");
+        let expired: Vec<Digest> = inner
+            .valid
+            .iter()
+            .filter(|(_, e)| e.cached_at.elapsed() >= TTL)
+            .map(|(d, _)| *d)
+            .collect();
+        for digest in &expired {
+            remove_valid(&mut inner, digest);
+        }
+        let before = inner.rejected.len();
+        inner
+            .rejected
+            .retain(|_, r| r.cached_at.elapsed() < REJECTED_TTL);
+        let dropped = expired.len() + before - inner.rejected.len();
+        self.metrics.key_cache_evictions.inc_by(dropped as u64);
+        self.metrics.key_cache_entries.set(self.len_locked(&inner));
+    }
+
+    /// Valid and rejected entries held.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.read().expect("key cache lock");
+        inner.valid.len() + inner.rejected.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len_locked(&self, inner: &Inner) -> i64 {
+        (inner.valid.len() + inner.rejected.len()) as i64
+    }
+}
+
+fn remove_valid(inner: &mut Inner, digest: &Digest) {
+    let Some(entry) = inner.valid.remove(digest) else {
+        return;
+    };
+    if let Some(owner) = owner(&entry.credential)
+        && let Some(list) = inner.by_owner.get_mut(&owner)
+    {
+        list.retain(|d| d != digest);
+        if list.is_empty() {
+            inner.by_owner.remove(&owner);
+        }
     }
 }
 
@@ -126,36 +250,84 @@ mod tests {
         })
     }
 
+    fn cache(max_valid: usize, max_rejected: usize) -> KeyCache {
+        KeyCache::new(max_valid, max_rejected, Arc::new(Metrics::new()))
+    }
+
     #[test]
     fn a_lookup_that_raced_an_eviction_is_not_cached() {
-        let cache = KeyCache::default();
+        let cache = cache(10, 10);
         let id = Uuid::now_v7();
+        let h = [1; 32];
         let seen = cache.generation();
         // The revocation commits and evicts while the lookup is in flight.
-        cache.evict_device(id);
-        cache.put(seen, "h".into(), device(id), None);
-        assert!(cache.get("h", Utc::now()).is_none());
+        cache.evict_owner(id);
+        cache.put(seen, h, device(id), None);
+        assert!(cache.get(&h, Utc::now()).is_none());
         // A lookup started after the eviction is cached.
         let seen = cache.generation();
-        cache.put(seen, "h".into(), device(id), None);
+        cache.put(seen, h, device(id), None);
         assert!(matches!(
-            cache.get("h", Utc::now()),
+            cache.get(&h, Utc::now()),
             Some(Credential::Device(_))
         ));
-        cache.evict_device(id);
-        assert!(cache.get("h", Utc::now()).is_none());
+        cache.evict_owner(id);
+        assert!(cache.get(&h, Utc::now()).is_none());
     }
 
     #[test]
     fn a_key_past_its_grace_is_rejected_from_the_cache() {
-        let cache = KeyCache::default();
-        let id = Uuid::now_v7();
+        let cache = cache(10, 10);
         let seen = cache.generation();
         let past = Utc::now() - chrono::Duration::seconds(1);
-        cache.put(seen, "h".into(), device(id), Some(past));
+        cache.put(seen, [2; 32], device(Uuid::now_v7()), Some(past));
         assert!(matches!(
-            cache.get("h", Utc::now()),
+            cache.get(&[2; 32], Utc::now()),
             Some(Credential::Rejected(_))
         ));
+    }
+
+    #[test]
+    fn forged_keys_never_push_out_a_valid_one() {
+        let cache = cache(10, 100);
+        let valid = [7; 32];
+        cache.put(cache.generation(), valid, device(Uuid::now_v7()), None);
+        for i in 0..10_000u32 {
+            let mut forged = [0; 32];
+            forged[..4].copy_from_slice(&i.to_be_bytes());
+            cache.put(
+                cache.generation(),
+                forged,
+                Credential::Rejected("unknown device key"),
+                None,
+            );
+        }
+        assert!(matches!(
+            cache.get(&valid, Utc::now()),
+            Some(Credential::Device(_))
+        ));
+        assert!(cache.len() <= 101, "bounded: {}", cache.len());
+    }
+
+    #[test]
+    fn evicting_a_device_forgets_all_its_keys_and_nothing_else() {
+        let cache = cache(10, 10);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.put(cache.generation(), [1; 32], device(a), None);
+        cache.put(cache.generation(), [2; 32], device(a), None);
+        cache.put(cache.generation(), [3; 32], device(b), None);
+        cache.evict_owner(a);
+        assert!(cache.get(&[1; 32], Utc::now()).is_none());
+        assert!(cache.get(&[2; 32], Utc::now()).is_none());
+        assert!(cache.get(&[3; 32], Utc::now()).is_some());
+    }
+
+    #[test]
+    fn a_full_cache_of_valid_keys_stays_bounded() {
+        let cache = cache(3, 3);
+        for i in 0..10u8 {
+            cache.put(cache.generation(), [i; 32], device(Uuid::now_v7()), None);
+        }
+        assert_eq!(cache.len(), 3);
     }
 }

@@ -3,11 +3,12 @@
 //! latency, principal id, source IP; never the secret).
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     middleware::Next,
     response::Response,
 };
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sha2::{Digest as _, Sha256};
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -16,6 +17,7 @@ use std::{
 
 use super::{
     Credential, DevicePrincipal, OrgKeyPrincipal, Role, SourceIp,
+    cache::Digest,
     secret::{self, SecretKind},
 };
 use crate::{
@@ -23,6 +25,7 @@ use crate::{
     error::{Error, HTTP_STATUS_HINT, Result},
     grpc::Origin,
     limits::Bucket,
+    metrics::{RequestLabels, RouteLabels, Transport},
     store::entities::{api_key, device_key},
 };
 
@@ -35,11 +38,21 @@ pub async fn authenticate(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = crate::rest::route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+        &path,
+    );
     let client_ip = client_ip(&req, peer.ip(), &app.config.trusted_proxies);
-    let is_grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let content_type = req.headers().get(http::header::CONTENT_TYPE);
+    let is_grpc = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let transport = match content_type {
+        Some(v) if v.as_bytes().starts_with(b"application/grpc-web") => Transport::grpc_web,
+        _ if is_grpc => Transport::grpc,
+        _ => Transport::rest,
+    };
+    let measured = |response: &Response| record(&app, route, transport, response, started);
     let bearer = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -52,7 +65,10 @@ pub async fn authenticate(
             Ok(credential) => credential,
             Err(limited @ Error::RateLimited { .. }) => {
                 tracing::warn!(%method, route = %path, source_ip = %client_ip, "rate limited before credential lookup");
-                return reject(is_grpc, limited);
+                app.core.metrics.rate_limited("failed_lookups");
+                let response = reject(is_grpc, limited);
+                measured(&response);
+                return response;
             }
             Err(e) => {
                 tracing::error!(error = %e, "credential lookup failed");
@@ -62,15 +78,19 @@ pub async fn authenticate(
     };
     let principal = credential.log_id();
 
-    if let Err(retry_after_secs) = app.limits.check(bucket_for(&path, &credential, client_ip)) {
+    let bucket = bucket_for(&path, &credential, client_ip);
+    if let Err(retry_after_secs) = app.limits.check(bucket) {
         tracing::warn!(%method, route = %path, principal = principal.map(|p| p.to_string()), source_ip = %client_ip, "rate limited");
-        return reject(
+        app.core.metrics.rate_limited(bucket.name());
+        let response = reject(
             is_grpc,
             Error::RateLimited {
                 message: format!("rate limited, retry in {retry_after_secs} s"),
                 retry_after_secs,
             },
         );
+        measured(&response);
+        return response;
     }
 
     let origin = Origin(origin_of(&req));
@@ -96,7 +116,49 @@ pub async fn authenticate(
         source_ip = %client_ip,
         "request"
     );
+    measured(&response);
     response
+}
+
+/// Counts the answer and its latency under bounded labels.
+fn record(
+    app: &App,
+    route: &'static str,
+    transport: Transport,
+    response: &Response,
+    started: Instant,
+) {
+    let status = match transport {
+        Transport::rest => status_label(response.status().as_u16()),
+        Transport::grpc | Transport::grpc_web => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map_or("ok", |c| crate::rest::code_name(tonic::Code::from_i32(c))),
+    };
+    let metrics = &app.core.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            transport,
+            status,
+        })
+        .inc();
+    metrics
+        .request_seconds
+        .get_or_create(&RouteLabels { route, transport })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// An HTTP status as a static label.
+fn status_label(code: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..600).map(|c| c.to_string()).collect());
+    LABELS
+        .get(usize::from(code))
+        .map_or("other", String::as_str)
 }
 
 /// `Authorization: Bearer <secret>` (the scheme is case-insensitive; a bare
@@ -210,11 +272,12 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
         SecretKind::EnrollmentCode => return Ok(Credential::EnrollmentCode(token.to_owned())),
         SecretKind::DeviceKey | SecretKind::ApiKey => {}
     }
-    let hash = secret::hash(token);
+    let digest: Digest = Sha256::digest(token.as_bytes()).into();
     let now = app.core.clock.now();
-    if let Some(hit) = app.keys.get(&hash, now) {
+    if let Some(hit) = app.keys.get(&digest, now) {
         return Ok(hit);
     }
+    let hash = hex::encode(digest);
     if let Some(retry_after_secs) = app.limits.lookups_blocked(ip) {
         return Err(too_many_failures(retry_after_secs));
     }
@@ -272,7 +335,7 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
         }
     };
     app.keys
-        .put(generation, hash, credential.clone(), expires_at);
+        .put(generation, digest, credential.clone(), expires_at);
     if matches!(credential, Credential::Rejected(_)) {
         app.limits.failed_lookup(ip).map_err(too_many_failures)?;
     }

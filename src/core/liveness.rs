@@ -7,11 +7,13 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
     error::{Error, Result},
+    metrics::Metrics,
     store::{Store, entities::device},
 };
 
@@ -34,6 +36,7 @@ pub struct Liveness {
 
 struct Pending {
     update: Liveness,
+    queued_at: std::time::Instant,
     /// `Ok(false)`: no such device (deleted since its key was checked).
     done: oneshot::Sender<Result<bool>>,
 }
@@ -44,14 +47,20 @@ pub struct LivenessWriter {
 
 impl LivenessWriter {
     /// Starts the writer task; it ends when the writer is dropped.
-    pub fn spawn(store: Store) -> Self {
+    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
         let (queue, mut incoming) = mpsc::channel::<Pending>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let updates: Vec<&Liveness> = batch.iter().map(|p| &p.update).collect();
+                metrics.commit_batch_size.observe(updates.len() as f64);
                 match write(&store, &updates).await {
                     Ok(found) => {
+                        for pending in &batch {
+                            metrics
+                                .commit_wait_seconds
+                                .observe(pending.queued_at.elapsed().as_secs_f64());
+                        }
                         for (pending, found) in batch.drain(..).zip(found) {
                             let _ = pending.done.send(Ok(found));
                         }
@@ -77,7 +86,11 @@ impl LivenessWriter {
     pub async fn record(&self, update: Liveness) -> Result<()> {
         let (done, committed) = oneshot::channel();
         self.queue
-            .send(Pending { update, done })
+            .send(Pending {
+                update,
+                queued_at: std::time::Instant::now(),
+                done,
+            })
             .await
             .map_err(|_| Error::Unavailable("shutting down".into()))?;
         match committed.await {

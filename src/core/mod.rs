@@ -15,13 +15,10 @@ pub mod sensor_types;
 pub mod validate;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
-use crate::{bus::Bus, store::Store};
+use crate::{bus::Bus, metrics::Metrics, store::Store};
 pub use clock::Clock;
 
 /// What every use case may need, built once at start and held by the
@@ -37,9 +34,7 @@ pub struct Core {
     /// Cancelled when the server starts shutting down: every long-lived
     /// stream and poll ends at once instead of holding the drain.
     pub shutdown: CancellationToken,
-    /// How many credential checks reached the database (the proof that
-    /// malformed secrets never do).
-    auth_db_lookups: AtomicU64,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Settings the use cases follow (from the server's configuration).
@@ -52,23 +47,26 @@ pub struct Settings {
 
 impl Core {
     pub fn new(store: Store, clock: Clock, settings: Settings) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
             bus: store.bus().clone(),
-            liveness: liveness::LivenessWriter::spawn(store.clone()),
+            liveness: liveness::LivenessWriter::spawn(store.clone(), metrics.clone()),
             store,
             clock,
             settings,
             shutdown: CancellationToken::new(),
-            auth_db_lookups: AtomicU64::new(0),
+            metrics,
         }
     }
 
+    /// Counts a credential check that reached the database (the proof that
+    /// malformed secrets never do).
     pub fn count_auth_lookup(&self) {
-        self.auth_db_lookups.fetch_add(1, Ordering::Relaxed);
+        self.metrics.auth_db_lookups.inc();
     }
 
     pub fn auth_db_lookups(&self) -> u64 {
-        self.auth_db_lookups.load(Ordering::Relaxed)
+        self.metrics.auth_db_lookups.get()
     }
 }
 

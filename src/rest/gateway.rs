@@ -11,6 +11,7 @@ use axum::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
+use std::{collections::HashMap, sync::LazyLock};
 use tonic::Status;
 
 use super::{
@@ -32,6 +33,38 @@ pub struct Operation {
     /// The gRPC method it reaches, e.g. `/swrm.v1.AdminService/GetDevice`.
     pub rpc: &'static str,
     pub access: Access,
+}
+
+/// Paths outside the proto that the server answers.
+pub const SYSTEM_PATHS: &[&str] = &[
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/api/openapi.json",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// A bounded label for a request: the route template it matched (REST),
+/// the gRPC method, or `unmatched`. Never the raw path, which carries ids.
+pub fn route_label(matched: Option<&str>, path: &str) -> &'static str {
+    static KNOWN: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+        OPERATIONS
+            .iter()
+            .map(|op| op.path)
+            .chain(RPCS.iter().copied())
+            .chain(SYSTEM_PATHS.iter().copied())
+            .map(|p| (p, p))
+            .collect()
+    });
+    matched
+        .and_then(|m| KNOWN.get(m))
+        .or_else(|| KNOWN.get(path))
+        .copied()
+        .unwrap_or("unmatched")
 }
 
 /// The path variables of the matched route. One that cannot be decoded

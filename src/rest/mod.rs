@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tonic::Status;
 
 pub use error::{code_name, error_response, status_response};
-pub use gateway::{OPERATIONS, Operation};
+pub use gateway::{OPERATIONS, Operation, RPCS, route_label};
 
 use crate::{
     app::App,
@@ -54,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ready))
         .route("/livez", get(live))
         .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -71,6 +72,40 @@ async fn ready(State(s): St) -> Response {
 /// 200 while the process answers; touches nothing.
 async fn live() -> Response {
     (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+/// Prometheus metrics (OpenMetrics text). Open, unless the server was
+/// started with `--metrics-require-key`: then an owner API key.
+async fn metrics(caller: extract::Caller, State(s): St) -> Response {
+    if s.app.config.metrics_require_key {
+        match crate::auth::require_write(caller.credential()) {
+            Ok(access) if access.role() == crate::auth::Role::Owner => {}
+            Ok(_) => {
+                return error_response(Error::PermissionDenied(
+                    "metrics take an owner API key".into(),
+                ));
+            }
+            Err(e) => return error_response(e),
+        }
+    }
+    let m = &s.app.core.metrics;
+    let (open, idle) = s.app.core.store.pool_connections();
+    let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+    let labels = |state| crate::metrics::PoolLabels { state };
+    m.db_connections.get_or_create(&labels("idle")).set(idle);
+    m.db_connections
+        .get_or_create(&labels("in_use"))
+        .set(i64::from(open) - idle);
+    m.key_cache_entries
+        .set(i64::try_from(s.app.keys.len()).unwrap_or(i64::MAX));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {

@@ -111,6 +111,20 @@ impl Store {
         Ok(BatchTx { tx, scoped: None })
     }
 
+    /// Connections in the pool: (open, idle).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
     }

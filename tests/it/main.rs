@@ -9,6 +9,7 @@ mod connections;
 mod contract;
 mod grpc_parity;
 mod heartbeats;
+mod metrics;
 mod openapi;
 mod quickstart;
 mod rate_limits;

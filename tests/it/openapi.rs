@@ -33,7 +33,7 @@ fn the_router_and_the_document_list_the_same_operations() {
         .iter()
         .map(|op| (op.method.to_owned(), op.path.to_owned()))
         .collect();
-    for probe in ["/healthz", "/livez", "/readyz"] {
+    for probe in ["/healthz", "/livez", "/readyz", "/metrics"] {
         routed.insert(("GET".into(), probe.into()));
     }
     assert_eq!(routed, documented(&doc));
