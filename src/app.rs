@@ -29,6 +29,7 @@ impl App {
             provisioning_token_ttl: std::time::Duration::from_secs(
                 config.provisioning_token_ttl_seconds,
             ),
+            database_timeout: config.storage.database_timeout(),
         };
         let core = Core::new(store, clock, settings);
         let keys = Arc::new(KeyCache::new(

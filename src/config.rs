@@ -9,6 +9,7 @@ const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: u32 = 30;
 const DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS: u64 = 86_400;
 const DEFAULT_MAX_JSON_BYTES: usize = 1024 * 1024;
 const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 30;
+const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 
@@ -27,6 +28,11 @@ pub struct StorageArgs {
     /// `sqlite://<data-dir>/swrm.db`.
     #[arg(long, env = "SWRM_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Longest wait on the database (a connection, a lock, a statement);
+    /// past it the request answers 503 `unavailable`.
+    #[arg(long, env = "SWRM_DATABASE_TIMEOUT_SECONDS", default_value_t = DEFAULT_DATABASE_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u32).range(1..=600), global = true)]
+    pub database_timeout_seconds: u32,
 }
 
 impl StorageArgs {
@@ -35,6 +41,10 @@ impl StorageArgs {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("swrm.db").display()),
         }
+    }
+
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_timeout_seconds.into())
     }
 }
 
@@ -98,6 +108,7 @@ impl Config {
             storage: StorageArgs {
                 data_dir: data_dir.into(),
                 database_url: None,
+                database_timeout_seconds: DEFAULT_DATABASE_TIMEOUT_SECONDS,
             },
             public_url: None,
             heartbeat_interval_seconds: DEFAULT_HEARTBEAT_INTERVAL_SECONDS,

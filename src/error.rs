@@ -60,7 +60,44 @@ impl From<sea_orm::DbErr> for Error {
         if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
             return Self::AlreadyExists("already exists".into());
         }
+        if stalled(&e) {
+            tracing::warn!(error = %e, "database not answering in time");
+            return Self::Unavailable(
+                "the database is not answering in time; retry shortly".into(),
+            );
+        }
         Self::Internal(format!("database: {e}"))
+    }
+}
+
+/// The database is busy, locked, timed out or unreachable: nothing wrong
+/// with the request, worth retrying (503, not 500).
+fn stalled(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    let sqlx_error = match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
+        _ => return false,
+    };
+    match sqlx_error.as_ref() {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.parse::<u32>() {
+                // SQLite: SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended or not.
+                Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6),
+                // PostgreSQL: lock_timeout, statement_timeout, shutting
+                // down, too many connections.
+                Err(_) => matches!(
+                    code.as_ref(),
+                    "55P03" | "57014" | "57P01" | "57P03" | "53300"
+                ),
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }
 

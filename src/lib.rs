@@ -43,7 +43,11 @@ pub async fn build_with_clock(
     config: Config,
     clock: core::Clock,
 ) -> error::Result<(Arc<App>, Option<core::orgs::NewOrg>)> {
-    let store = store::Store::connect(&config.storage.database_url()).await?;
+    let store = store::Store::connect(
+        &config.storage.database_url(),
+        config.storage.database_timeout(),
+    )
+    .await?;
     let created = core::orgs::ensure_default_org(&store).await?;
     Ok((Arc::new(App::new(config, store, clock)), created))
 }

@@ -90,7 +90,8 @@ async fn admin(
     storage: StorageArgs,
     command: AdminCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = swrm::store::Store::connect(&storage.database_url()).await?;
+    let store =
+        swrm::store::Store::connect(&storage.database_url(), storage.database_timeout()).await?;
     match command {
         AdminCommand::CreateOrg { name } => {
             let org = orgs::create_org(&store, &name).await?;

@@ -93,7 +93,8 @@ pub async fn authenticate(
         return response;
     }
 
-    let origin = Origin(origin_of(&req));
+    let from_proxy = is_trusted(peer.ip(), &app.config.trusted_proxies);
+    let origin = Origin(origin_of(&req, from_proxy));
     req.extensions_mut().insert(credential);
     req.extensions_mut().insert(SourceIp(client_ip));
     req.extensions_mut().insert(origin);
@@ -173,9 +174,14 @@ fn bearer_token(value: &str) -> &str {
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy,
 /// the nearest untrusted address in `X-Forwarded-For`.
+fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|t| t.to_canonical() == ip)
+}
+
 fn client_ip(req: &Request, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -233,8 +239,10 @@ fn bucket_for(path: &str, credential: &Credential, ip: IpAddr) -> Bucket {
     }
 }
 
-/// `scheme://host[:port]` as the caller addressed us.
-fn origin_of(req: &Request) -> String {
+/// `scheme://host[:port]` as the caller addressed us. The scheme a proxy
+/// reports (`X-Forwarded-Proto`) counts only when the peer is a trusted
+/// proxy; anyone else could send it.
+fn origin_of(req: &Request, from_trusted_proxy: bool) -> String {
     let headers = req.headers();
     let host = req
         .uri()
@@ -249,6 +257,7 @@ fn origin_of(req: &Request) -> String {
         .unwrap_or_else(|| "localhost".into());
     let scheme = headers
         .get("x-forwarded-proto")
+        .filter(|_| from_trusted_proxy)
         .and_then(|v| v.to_str().ok())
         .filter(|v| *v == "https" || *v == "http")
         .unwrap_or("http");

@@ -68,6 +68,8 @@ struct Inner {
     shared: bool,
     handlers: RwLock<Vec<Handler>>,
     devices: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    /// Whether the cross-replica listener is connected.
+    listening: watch::Sender<bool>,
 }
 
 impl Bus {
@@ -79,6 +81,7 @@ impl Bus {
                 shared,
                 handlers: RwLock::default(),
                 devices: Mutex::default(),
+                listening: watch::channel(false).0,
             }),
         }
     }
@@ -138,6 +141,20 @@ impl Bus {
                 (_, None) => {}
             }
         }
+    }
+
+    /// Returns once other replicas' events reach this one (at once when
+    /// there are no other replicas).
+    pub async fn until_listening(&self) {
+        if !self.inner.shared {
+            return;
+        }
+        let mut rx = self.inner.listening.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    pub(crate) fn set_listening(&self, on: bool) {
+        self.inner.listening.send_replace(on);
     }
 
     /// How many devices have a waiter (for metrics and tests).

@@ -64,6 +64,7 @@ async fn listen_loop(bus: &Bus, url: &str) {
         }
         // Whatever happened before we listened may have been missed.
         bus.deliver(&[Event::Resync]);
+        bus.set_listening(true);
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => match serde_json::from_str::<Envelope>(n.payload()) {
@@ -75,6 +76,7 @@ async fn listen_loop(bus: &Bus, url: &str) {
                 Ok(None) => bus.deliver(&[Event::Resync]),
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener lost; reconnecting");
+                    bus.set_listening(false);
                     bus.deliver(&[Event::Resync]);
                     break;
                 }

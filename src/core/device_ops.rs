@@ -43,16 +43,19 @@ pub async fn heartbeat(
     };
     let now = core.clock.now();
     core.liveness
-        .record(Liveness {
-            org_id: who.org_id,
-            device_id: who.device_id,
-            at: now,
-            source_ip: source_ip.to_string(),
-            firmware_version,
-            uptime_seconds: uptime,
-            reported_ip,
-            hostname,
-        })
+        .record(
+            Liveness {
+                org_id: who.org_id,
+                device_id: who.device_id,
+                at: now,
+                source_ip: source_ip.to_string(),
+                firmware_version,
+                uptime_seconds: uptime,
+                reported_ip,
+                hostname,
+            },
+            core.settings.database_timeout * 2,
+        )
         .await?;
     Ok(now)
 }

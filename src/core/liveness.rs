@@ -65,6 +65,13 @@ impl LivenessWriter {
                             let _ = pending.done.send(Ok(found));
                         }
                     }
+                    Err(Error::Unavailable(why)) => {
+                        // A stalled database fails the whole batch at once;
+                        // retrying each alone would make everyone wait again.
+                        for pending in batch.drain(..) {
+                            let _ = pending.done.send(Err(Error::Unavailable(why.clone())));
+                        }
+                    }
                     Err(e) => {
                         // One bad statement must not fail strangers' heartbeats:
                         // retry each on its own.
@@ -82,22 +89,32 @@ impl LivenessWriter {
         Self { queue }
     }
 
-    /// Records the heartbeat; returns once it is committed.
-    pub async fn record(&self, update: Liveness) -> Result<()> {
+    /// Records the heartbeat; returns once it is committed, or 503 after
+    /// `deadline` (the heartbeat may still commit; a retry is harmless).
+    pub async fn record(&self, update: Liveness, deadline: std::time::Duration) -> Result<()> {
         let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                update,
-                queued_at: std::time::Instant::now(),
-                done,
-            })
-            .await
-            .map_err(|_| Error::Unavailable("shutting down".into()))?;
-        match committed.await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(Error::Unauthenticated("device no longer exists".into())),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Internal("heartbeat writer stopped".into())),
+        let pending = Pending {
+            update,
+            queued_at: std::time::Instant::now(),
+            done,
+        };
+        // Waiting for room in the queue counts against the deadline too.
+        let wait = async {
+            self.queue
+                .send(pending)
+                .await
+                .map_err(|_| Error::Unavailable("shutting down".into()))?;
+            committed
+                .await
+                .map_err(|_| Error::Internal("heartbeat writer stopped".into()))
+        };
+        match tokio::time::timeout(deadline, wait).await {
+            Err(_) => Err(Error::Unavailable(
+                "the database is not answering in time; retry shortly".into(),
+            )),
+            Ok(Err(e) | Ok(Err(e))) => Err(e),
+            Ok(Ok(Ok(true))) => Ok(()),
+            Ok(Ok(Ok(false))) => Err(Error::Unauthenticated("device no longer exists".into())),
         }
     }
 }

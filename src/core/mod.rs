@@ -43,6 +43,8 @@ pub struct Settings {
     /// What devices are told; a device is offline after three missed.
     pub heartbeat_interval: Duration,
     pub provisioning_token_ttl: Duration,
+    /// Longest wait on the database before a request answers 503.
+    pub database_timeout: Duration,
 }
 
 impl Core {

@@ -6,20 +6,19 @@
 //! Events published in an `OrgTx` reach the bus when it commits, and not at
 //! all if it does not.
 
+mod connect;
 pub mod entities;
 
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::SqliteJournalMode,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use std::time::Duration;
 use uuid::Uuid;
 
 use crate::{
     bus::{self, Bus, Event},
-    error::{Error, Result},
+    error::Result,
 };
 
 #[derive(Clone)]
@@ -30,27 +29,9 @@ pub struct Store {
 
 impl Store {
     /// Connects, creating the SQLite file if needed, and runs migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
-            }
-        }
-        let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10))
-            .map_sqlx_sqlite_opts(|o| {
-                o.create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10))
-            });
-        let db = Database::connect(opts)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot open database: {e}")))?;
-        Migrator::up(&db, None).await?;
+    /// `timeout` bounds every wait on the database (see `connect`).
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self> {
+        let db = connect::open(url, timeout).await?;
         let bus = Bus::new(db.get_database_backend() == DatabaseBackend::Postgres);
         Ok(Self { db, bus })
     }

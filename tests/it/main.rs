@@ -8,6 +8,7 @@ mod auth;
 mod connections;
 mod contract;
 mod grpc_parity;
+mod hardening;
 mod heartbeats;
 mod metrics;
 mod openapi;

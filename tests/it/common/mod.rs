@@ -108,6 +108,9 @@ async fn launch(
     let served = tokio::spawn(swrm::serve(app.clone(), listener, async move {
         let _ = stopped.await;
     }));
+    // On PostgreSQL, replicas hear each other from here on (and the
+    // listener's first resync has already emptied the key cache).
+    app.core.bus.until_listening().await;
     TestServer {
         app,
         clock,

@@ -1,0 +1,81 @@
+//! Opening the database. Migrations run first, on a connection of their own
+//! without time limits, and on PostgreSQL under an advisory lock, so
+//! replicas starting at the same moment take turns instead of racing to
+//! create the same tables. Then the pool the server uses: every wait on it
+//! (a connection, a lock, a statement) is bounded by the database timeout,
+//! so a stalled database answers 503 quickly instead of queueing requests.
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    sqlx::sqlite::SqliteJournalMode,
+};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// `pg_advisory_lock` key of schema migrations ("swrmmigr").
+const MIGRATION_LOCK: i64 = 0x7377_726d_6d69_6772;
+
+pub async fn open(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
+    ensure_sqlite_dir(url)?;
+    migrate(url).await?;
+    let mut opts = ConnectOptions::new(url.to_owned());
+    let millis = timeout.as_millis().to_string();
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(timeout)
+        .map_sqlx_sqlite_opts(move |o| sqlite(o).busy_timeout(timeout))
+        .map_sqlx_postgres_opts(move |o| {
+            o.options([
+                ("statement_timeout", millis.as_str()),
+                ("lock_timeout", millis.as_str()),
+            ])
+        });
+    Database::connect(opts)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot open database: {e}")))
+}
+
+fn sqlite(
+    o: sea_orm::sqlx::sqlite::SqliteConnectOptions,
+) -> sea_orm::sqlx::sqlite::SqliteConnectOptions {
+    o.create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+}
+
+async fn migrate(url: &str) -> Result<()> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    // One connection: the session that holds the lock runs the migrations.
+    opts.sqlx_logging(false)
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .map_sqlx_sqlite_opts(|o| sqlite(o).busy_timeout(Duration::from_secs(30)));
+    let db = Database::connect(opts)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot open database: {e}")))?;
+    let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
+    if postgres {
+        db.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .await?;
+    }
+    let migrated = Migrator::up(&db, None).await;
+    if postgres {
+        db.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .await?;
+    }
+    db.close().await?;
+    Ok(migrated?)
+}
+
+fn ensure_sqlite_dir(url: &str) -> Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+        }
+    }
+    Ok(())
+}
