@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod quickstart;
 mod rate_limits;
+mod readme;
 mod replicas;
 mod rest_errors;
 mod serve_binary;
