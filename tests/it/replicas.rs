@@ -67,3 +67,64 @@ async fn revocation_reaches_every_replica_at_once() {
     until_status(&b, &old, StatusCode::UNAUTHORIZED).await;
     assert_eq!(b.heartbeat(&new).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_device_waiter_on_one_replica_hears_a_change_made_on_another() {
+    let a = common::start().await;
+    let Some(b) = common::start_replica(&a).await else {
+        return;
+    };
+    let (id, _) = a.paired_device("cam").await;
+    let device_id: uuid::Uuid = id.parse().unwrap();
+    let mut waiter = b.app.core.bus.watch_device(device_id);
+    let r = a
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/devices/{id}"),
+            Some(&a.owner_key),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(2), waiter.changed())
+        .await
+        .expect("replica b is woken by replica a's commit");
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_its_listener_stops_trusting_its_cache() {
+    let a = common::start().await;
+    let Some(b) = common::start_replica(&a).await else {
+        return;
+    };
+    let (_, key) = a.paired_device("cam").await;
+    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
+    let cached = b.app.auth_db_lookups();
+    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
+    assert_eq!(b.app.auth_db_lookups(), cached, "served from b's cache");
+
+    // Cut every LISTEN connection on this database: b (and a) may have
+    // missed events while reconnecting, so they must forget their caches.
+    let url = b.database_url.clone().unwrap();
+    let admin = sea_orm::Database::connect(&url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    admin
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
+        if b.app.auth_db_lookups() > cached {
+            break; // looked up again: the cache was dropped
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "b still trusts its cache"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
