@@ -30,6 +30,7 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "swrm/v1/common.proto",
     "swrm/v1/device.proto",
+    "swrm/v1/ingest.proto",
     "swrm/v1/admin.proto",
 ];
 

@@ -15,7 +15,7 @@ use crate::{
 
 pub struct App {
     pub config: Config,
-    pub core: Core,
+    pub core: Arc<Core>,
     /// Resolved device and API keys (see `auth::cache`), kept current by
     /// the bus.
     pub keys: Arc<KeyCache>,
@@ -30,8 +30,9 @@ impl App {
                 config.provisioning_token_ttl_seconds,
             ),
             database_timeout: config.storage.database_timeout(),
+            ts_horizon: std::time::Duration::from_secs(u64::from(config.ts_horizon_days) * 86_400),
         };
-        let core = Core::new(store, clock, settings);
+        let core = Arc::new(Core::new(store, clock, settings));
         let keys = Arc::new(KeyCache::new(
             config.key_cache_entries,
             config.key_cache_rejected_entries,
@@ -42,9 +43,7 @@ impl App {
             Event::DeviceKeysChanged { device_id } => cache.evict_owner(*device_id),
             Event::ApiKeyChanged { key_id } => cache.evict_owner(*key_id),
             Event::Resync => cache.clear(),
-            Event::CommandQueued { .. }
-            | Event::DeviceChanged { .. }
-            | Event::DeploymentChanged { .. } => {}
+            _ => {}
         });
         Self {
             limits: Limits::new(&config.rate_limits),

@@ -67,6 +67,10 @@ pub enum Format {
     Timezone,
     /// Empty, or a token as a list answer issued it (schema: pattern).
     PageToken,
+    /// `[a-z][a-z0-9_]*` (schema: pattern).
+    Identifier,
+    /// An absolute http(s) URL with a host (schema: pattern).
+    HttpUrl,
 }
 
 /// String rules (schema: `minLength`, `maxLength`, `enum`, `pattern`).
@@ -130,6 +134,8 @@ pub fn text(v: &str, at: &At<'_>, r: &Text) -> Result<()> {
         Format::Ip => v.parse::<std::net::IpAddr>().is_ok(),
         Format::Timezone => v.parse::<chrono_tz::Tz>().is_ok(),
         Format::PageToken => crate::core::page::Cursor::decode(v).is_some(),
+        Format::Identifier => is_identifier(v),
+        Format::HttpUrl => is_http_url(v),
     };
     if !ok {
         return Err(invalid(
@@ -140,11 +146,39 @@ pub fn text(v: &str, at: &At<'_>, r: &Text) -> Result<()> {
                 Format::Ip => "must be an IPv4 or IPv6 address",
                 Format::Timezone => "must be an IANA time zone name, e.g. Europe/Berlin",
                 Format::PageToken => "is not a page token this API issued",
+                Format::Identifier => {
+                    "must be lowercase letters, digits and underscores, starting with a letter"
+                }
+                Format::HttpUrl => "must be an http:// or https:// URL",
                 Format::Any => unreachable!("any string has the Any format"),
             },
         ));
     }
     Ok(())
+}
+
+fn is_identifier(v: &str) -> bool {
+    let mut bytes = v.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// What the schema's pattern says: the scheme, an authority of characters
+/// that are neither space, `/`, `?`, `#` nor `@` (no userinfo), then
+/// an optional path without spaces.
+fn is_http_url(v: &str) -> bool {
+    let Some(rest) = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    !authority.is_empty()
+        && !authority
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '?' | '#' | '@'))
+        && !path.chars().any(char::is_whitespace)
 }
 
 /// The hyphenated form only (`Uuid::parse_str` also takes other forms the

@@ -10,6 +10,7 @@ const DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS: u64 = 86_400;
 const DEFAULT_MAX_JSON_BYTES: usize = 1024 * 1024;
 const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 30;
 const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
+const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 
@@ -84,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "SWRM_KEY_CACHE_REJECTED_ENTRIES", default_value_t = DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub key_cache_rejected_entries: usize,
+    /// How old a device `ts` may be, in days (older readings, telemetry and
+    /// events are refused with 400).
+    #[arg(long, env = "SWRM_TS_HORIZON_DAYS", default_value_t = DEFAULT_TS_HORIZON_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub ts_horizon_days: u32,
     /// Require an owner API key for `GET /metrics` (default: open).
     #[arg(long, env = "SWRM_METRICS_REQUIRE_KEY")]
     pub metrics_require_key: bool,
@@ -118,6 +124,7 @@ impl Config {
             key_cache_entries: DEFAULT_KEY_CACHE_ENTRIES,
             key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
             metrics_require_key: false,
+            ts_horizon_days: DEFAULT_TS_HORIZON_DAYS,
             rate_limits: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
         }

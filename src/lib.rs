@@ -81,6 +81,12 @@ pub async fn serve(
             }
         })
     };
+    // Background work: offline alert rules, webhook deliveries. Each ends
+    // at shutdown.
+    let background = [
+        tokio::spawn(core::alerts::offline_loop(app.core.clone())),
+        tokio::spawn(core::webhooks::delivery_loop(app.core.clone())),
+    ];
     let stop_listening = tokio_util::sync::CancellationToken::new();
     if app.core.bus.is_shared() {
         bus::postgres::listen(
@@ -99,5 +105,8 @@ pub async fn serve(
     let served = server::run(router(app), listener, header_read_timeout, shutdown).await;
     pruner.abort();
     stop_listening.cancel();
+    for task in background {
+        task.abort();
+    }
     served
 }

@@ -257,6 +257,10 @@ fn text_rules(r: &Rules) -> String {
         "Format::Timezone"
     } else if r.page_token {
         "Format::PageToken"
+    } else if r.identifier {
+        "Format::Identifier"
+    } else if r.http_url {
+        "Format::HttpUrl"
     } else {
         "Format::Any"
     };

@@ -71,6 +71,10 @@ pub struct Rules {
     pub int_min: Option<i64>,
     #[prost(sint64, optional, tag = "21")]
     pub int_max: Option<i64>,
+    #[prost(bool, tag = "22")]
+    pub identifier: bool,
+    #[prost(bool, tag = "23")]
+    pub http_url: bool,
 }
 
 /// Who may call a method (`swrm.api.Access`).

@@ -408,6 +408,18 @@ fn string_schema(rules: &Rules, dir: Dir) -> Value {
         s["enum"] = json!(names);
         return s;
     }
+    if rules.identifier {
+        s["pattern"] = json!("^[a-z][a-z0-9_]*$");
+        if rules.max_len > 0 {
+            s["maxLength"] = json!(rules.max_len);
+        }
+        return s;
+    }
+    if rules.http_url {
+        s["pattern"] = json!("^https?://[^\\s/?#@]+(/[^\\s]*)?$");
+        s["maxLength"] = json!(rules.max_len);
+        return s;
+    }
     if rules.page_token {
         s["pattern"] = json!("^([A-Za-z0-9_-]{32})?$");
         s["description"] = json!("Empty for the first page, else a next_page_token as answered.");

@@ -36,19 +36,51 @@ pub enum Event {
     DeviceChanged { device_id: Uuid },
     /// A model deployment of the organization changed.
     DeploymentChanged { org_id: Uuid },
+    /// A group or location of the organization changed (what `/config`
+    /// shows of them, or a group's sensor list).
+    PlacesChanged { org_id: Uuid },
+    /// The organization's own sensor types changed.
+    SensorTypesChanged { org_id: Uuid },
+    /// The organization's alert rules changed.
+    AlertRulesChanged { org_id: Uuid },
+    /// An alert opened, was acknowledged or resolved (webhooks and
+    /// watchers re-read it).
+    AlertChanged { org_id: Uuid, alert_id: Uuid },
     /// Events may have been missed (the cross-replica listener reconnected):
     /// forget or re-read everything derived from the database.
     Resync,
 }
 
 impl Event {
+    /// The organization this event concerns, if it names one.
+    pub fn org(&self) -> Option<Uuid> {
+        match self {
+            Event::DeploymentChanged { org_id }
+            | Event::PlacesChanged { org_id }
+            | Event::SensorTypesChanged { org_id }
+            | Event::AlertRulesChanged { org_id }
+            | Event::AlertChanged { org_id, .. } => Some(*org_id),
+            Event::DeviceKeysChanged { .. }
+            | Event::ApiKeyChanged { .. }
+            | Event::CommandQueued { .. }
+            | Event::DeviceChanged { .. }
+            | Event::Resync => None,
+        }
+    }
+
     /// The device this event concerns, if it concerns one device.
     pub fn device(&self) -> Option<Uuid> {
         match self {
             Event::DeviceKeysChanged { device_id }
             | Event::CommandQueued { device_id }
             | Event::DeviceChanged { device_id } => Some(*device_id),
-            Event::ApiKeyChanged { .. } | Event::DeploymentChanged { .. } | Event::Resync => None,
+            Event::ApiKeyChanged { .. }
+            | Event::DeploymentChanged { .. }
+            | Event::PlacesChanged { .. }
+            | Event::SensorTypesChanged { .. }
+            | Event::AlertRulesChanged { .. }
+            | Event::AlertChanged { .. }
+            | Event::Resync => None,
         }
     }
 }
@@ -70,6 +102,9 @@ struct Inner {
     devices: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
     /// Whether the cross-replica listener is connected.
     listening: watch::Sender<bool>,
+    /// Every delivered event, for subscribers that filter for themselves
+    /// (rare events: alerts, deployments).
+    all: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Bus {
@@ -82,6 +117,7 @@ impl Bus {
                 handlers: RwLock::default(),
                 devices: Mutex::default(),
                 listening: watch::channel(false).0,
+                all: tokio::sync::broadcast::channel(1024).0,
             }),
         }
     }
@@ -102,6 +138,12 @@ impl Bus {
             .write()
             .expect("bus handlers")
             .push(Box::new(handler));
+    }
+
+    /// Every event delivered here from now on. A receiver that falls more
+    /// than 1,024 events behind is told it lagged (re-read everything).
+    pub fn subscribe_all(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.all.subscribe()
     }
 
     /// Wakes on any event for `device_id` (and on [`Event::Resync`]).
@@ -129,6 +171,9 @@ impl Bus {
             }
         }
         drop(handlers);
+        for event in events {
+            let _ = self.inner.all.send(*event);
+        }
         let devices = self.inner.devices.lock().expect("bus devices");
         for event in events {
             match (event, event.device()) {

@@ -1,9 +1,9 @@
 //! What a paired device does for itself: heartbeat and bootstrap config.
 
 use chrono::{DateTime, Utc};
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
-use super::{Core, devices, liveness::Liveness, orgs, places, sensor_types, validate};
+use super::{Core, devices, orgs, places, sensor_types, validate, writer::Liveness};
 use crate::{
     auth::DevicePrincipal,
     error::{Error, Result},
@@ -42,8 +42,8 @@ pub async fn heartbeat(
         }
     };
     let now = core.clock.now();
-    core.liveness
-        .record(
+    core.writer
+        .heartbeat(
             Liveness {
                 org_id: who.org_id,
                 device_id: who.device_id,
@@ -68,7 +68,17 @@ pub struct DeviceConfig {
     pub sensor_keys: Vec<String>,
 }
 
-pub async fn config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig> {
+/// The device's configuration, from memory when nothing it shows changed.
+pub async fn config(core: &Core, who: &DevicePrincipal) -> Result<Arc<DeviceConfig>> {
+    if let Some(hit) = core.configs.get(who.device_id) {
+        return Ok(hit);
+    }
+    let config = Arc::new(read_config(core, who).await?);
+    core.configs.put(config.clone());
+    Ok(config)
+}
+
+async fn read_config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig> {
     let tx = core.store.org_read(who.org_id).await?;
     let device = devices::find_by_id(&tx, who.device_id).await?;
     let location = match device.location_id {
@@ -81,12 +91,21 @@ pub async fn config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig> 
     };
     tx.commit().await?;
     let org = orgs::get_org(&core.store, who.org_id).await?;
-    // Per-device or per-group sensor lists arrive with the ingest issue; until
-    // then every registered key is expected.
-    let sensor_keys = sensor_types::BUILT_IN
-        .iter()
-        .map(|t| t.key.to_owned())
-        .collect();
+    // The device's own list, else its group's, else every registered type.
+    let configured = device
+        .sensor_keys
+        .as_deref()
+        .or(group.as_ref().and_then(|g| g.sensor_keys.as_deref()))
+        .map(validate::tags_from_json)
+        .filter(|keys| !keys.is_empty());
+    let sensor_keys = match configured {
+        Some(keys) => keys,
+        None => sensor_types::list(core, who.org_id)
+            .await?
+            .into_iter()
+            .map(|t| t.key)
+            .collect(),
+    };
     Ok(DeviceConfig {
         device,
         org,

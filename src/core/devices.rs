@@ -95,6 +95,7 @@ pub async fn create_device(
         hostname: Set(None),
         last_seen_at: Set(None),
         created_at: Set(core.clock.now()),
+        sensor_keys: Set(None),
     })
     .exec_with_returning(tx.conn())
     .await?;
@@ -211,6 +212,8 @@ pub struct DeviceUpdate {
     /// `Some("")` unassigns.
     pub group_id: Option<String>,
     pub tags: Option<Vec<String>>,
+    /// `Some(vec![])` goes back to the group's list (or every type).
+    pub sensor_keys: Option<Vec<String>>,
 }
 
 pub async fn update_device(
@@ -242,6 +245,9 @@ pub async fn update_device(
     if let Some(tags) = &update.tags {
         active.tags = Set(validate::tags_to_json(&validate::tags(tags)?));
     }
+    if let Some(keys) = &update.sensor_keys {
+        active.sensor_keys = Set(sensor_keys(core, tx.org_id(), keys).await?);
+    }
     let device = active.update(tx.conn()).await?;
     tx.publish(Event::DeviceChanged {
         device_id: device.id,
@@ -249,6 +255,27 @@ pub async fn update_device(
     .await?;
     tx.commit().await?;
     Ok(device)
+}
+
+/// A sensor list as stored: registered keys, deduplicated; `None` when
+/// empty (not configured).
+pub async fn sensor_keys(core: &Core, org_id: Uuid, keys: &[String]) -> Result<Option<String>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let types = core.sensor_types.for_org(&core.store, org_id).await?;
+    let mut out: Vec<String> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if !types.contains_key(k) {
+            return Err(Error::invalid(format!(
+                "sensor_keys[{i}] {k:?} is not a registered sensor type"
+            )));
+        }
+        if !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    Ok(Some(validate::tags_to_json(&out)))
 }
 
 /// Inserts a new device key; used by pairing, enrollment and rotation.

@@ -2,17 +2,22 @@
 //! REST adapter (through gRPC), the CLI and background jobs all call these,
 //! each with the one [`Core`] built at start.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod clock;
+pub mod config_cache;
 pub mod device_ops;
 pub mod devices;
-pub mod liveness;
+pub mod ingest;
 pub mod orgs;
 pub mod page;
 pub mod pairing;
 pub mod places;
+pub mod queries;
 pub mod sensor_types;
 pub mod validate;
+pub mod webhooks;
+pub mod writer;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::{sync::Arc, time::Duration};
@@ -29,8 +34,14 @@ pub struct Core {
     pub bus: Bus,
     pub clock: Clock,
     pub settings: Settings,
-    /// Group-commits heartbeats (see [`liveness`]).
-    pub liveness: liveness::LivenessWriter,
+    /// Group-commits what devices send (see [`writer`]).
+    pub writer: writer::Writer,
+    /// Built-in and organization sensor types, in memory per organization.
+    pub sensor_types: Arc<sensor_types::Registry>,
+    /// Each organization's alert rules, in memory for the ingest path.
+    pub alert_rules: Arc<alerts::RulesCache>,
+    /// `/config` answers per device.
+    pub configs: Arc<config_cache::ConfigCache>,
     /// Cancelled when the server starts shutting down: every long-lived
     /// stream and poll ends at once instead of holding the drain.
     pub shutdown: CancellationToken,
@@ -45,14 +56,38 @@ pub struct Settings {
     pub provisioning_token_ttl: Duration,
     /// Longest wait on the database before a request answers 503.
     pub database_timeout: Duration,
+    /// How old a device `ts` may be (the retention horizon).
+    pub ts_horizon: Duration,
 }
 
 impl Core {
     pub fn new(store: Store, clock: Clock, settings: Settings) -> Self {
         let metrics = Arc::new(Metrics::new());
+        let sensor_types = Arc::new(sensor_types::Registry::default());
+        let alert_rules = Arc::new(alerts::RulesCache::default());
+        let configs = Arc::new(config_cache::ConfigCache::new(1_000_000));
+        let (registry, rules, config) =
+            (sensor_types.clone(), alert_rules.clone(), configs.clone());
+        store.bus().subscribe(move |event| {
+            config.apply(event);
+            match event {
+                crate::bus::Event::SensorTypesChanged { org_id } => {
+                    registry.forget(Some(*org_id));
+                }
+                crate::bus::Event::AlertRulesChanged { org_id } => rules.forget(Some(*org_id)),
+                crate::bus::Event::Resync => {
+                    registry.forget(None);
+                    rules.forget(None);
+                }
+                _ => {}
+            }
+        });
         Self {
             bus: store.bus().clone(),
-            liveness: liveness::LivenessWriter::spawn(store.clone(), metrics.clone()),
+            writer: writer::Writer::spawn(store.clone(), metrics.clone()),
+            sensor_types,
+            alert_rules,
+            configs,
             store,
             clock,
             settings,

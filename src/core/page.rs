@@ -20,6 +20,8 @@ pub const MAX_PAGE_SIZE: u64 = 500;
 pub struct PageRequest {
     pub size: u64,
     pub after: Option<Uuid>,
+    /// The whole position (for lists ordered by a key, then id).
+    pub cursor: Option<Cursor>,
 }
 
 /// A position in a list: the last item of the previous page.
@@ -57,17 +59,18 @@ impl PageRequest {
             None | Some(0) => DEFAULT_PAGE_SIZE,
             Some(n) => u64::from(n).min(MAX_PAGE_SIZE),
         };
-        let after = match page_token.map(str::trim) {
-            None | Some("") => None,
-            Some(t) => Some(
-                Cursor::decode(t)
-                    .ok_or_else(|| {
-                        Error::invalid("page_token is not a page token this API issued")
-                    })?
-                    .id,
-            ),
-        };
-        Ok(Self { size, after })
+        let cursor =
+            match page_token.map(str::trim) {
+                None | Some("") => None,
+                Some(t) => Some(Cursor::decode(t).ok_or_else(|| {
+                    Error::invalid("page_token is not a page token this API issued")
+                })?),
+            };
+        Ok(Self {
+            size,
+            after: cursor.map(|c| c.id),
+            cursor,
+        })
     }
 
     /// Runs `select` (already filtered to the organization) for this page.

@@ -82,6 +82,7 @@ pub async fn create_group(
         name: Set(name),
         description: Set(description),
         created_at: Set(core.clock.now()),
+        sensor_keys: Set(None),
     })
     .exec_with_returning(tx.conn())
     .await?;
@@ -101,6 +102,41 @@ pub async fn list_groups(
         .await?;
     tx.commit().await?;
     Ok(out)
+}
+
+pub struct GroupUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `Some(vec![])`: every registered type.
+    pub sensor_keys: Option<Vec<String>>,
+}
+
+pub async fn update_group(
+    core: &Core,
+    access: &OrgWrite,
+    id: &str,
+    update: GroupUpdate,
+) -> Result<device_group::Model> {
+    let id = validate::path_id("group", id)?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
+    let group = find_group(&tx, id).await?;
+    let mut active: device_group::ActiveModel = group.into();
+    if let Some(name) = &update.name {
+        active.name = Set(validate::name("name", name)?);
+    }
+    if let Some(description) = &update.description {
+        active.description = Set(validate::short_text("description", Some(description))?);
+    }
+    if let Some(keys) = &update.sensor_keys {
+        active.sensor_keys = Set(super::devices::sensor_keys(core, tx.org_id(), keys).await?);
+    }
+    let group = sea_orm::ActiveModelTrait::update(active, tx.conn()).await?;
+    tx.publish(crate::bus::Event::PlacesChanged {
+        org_id: tx.org_id(),
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(group)
 }
 
 /// The location with this id in the transaction's organization, or 404.

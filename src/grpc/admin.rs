@@ -2,7 +2,7 @@
 //! (the generated default) until their issue lands.
 
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, codegen::BoxStream};
 
 use super::{convert, credential};
 use crate::{
@@ -89,10 +89,8 @@ impl AdminService for AdminApi {
                 name: body.name,
                 location_id: body.location_id,
                 group_id: body.group_id,
-                tags: body
-                    .update_mask
-                    .is_some_and(|mask| mask.paths.iter().any(|p| p == "tags"))
-                    .then_some(body.tags),
+                tags: masked(&body.update_mask, "tags").then_some(body.tags),
+                sensor_keys: masked(&body.update_mask, "sensor_keys").then_some(body.sensor_keys),
             },
         )
         .await?;
@@ -237,6 +235,116 @@ impl AdminService for AdminApi {
         Ok(Response::new(proto::DeleteApiKeyResponse {}))
     }
 
+    async fn delete_alert_rule(
+        &self,
+        req: Request<proto::DeleteAlertRuleRequest>,
+    ) -> Reply<proto::DeleteAlertRuleResponse> {
+        super::ingest::delete_alert_rule(&self.app, req).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        req: Request<proto::AcknowledgeAlertRequest>,
+    ) -> Reply<proto::Alert> {
+        super::ingest::acknowledge_alert(&self.app, req).await
+    }
+
+    async fn get_latest_readings(
+        &self,
+        req: Request<proto::GetLatestReadingsRequest>,
+    ) -> Reply<proto::GetLatestReadingsResponse> {
+        super::ingest::get_latest_readings(&self.app, req).await
+    }
+
+    async fn get_telemetry(
+        &self,
+        req: Request<proto::GetTelemetryRequest>,
+    ) -> Reply<proto::GetTelemetryResponse> {
+        super::ingest::get_telemetry(&self.app, req).await
+    }
+
+    async fn get_latest_telemetry(
+        &self,
+        req: Request<proto::GetLatestTelemetryRequest>,
+    ) -> Reply<proto::GetTelemetryResponse> {
+        super::ingest::get_latest_telemetry(&self.app, req).await
+    }
+
+    async fn create_sensor_type(
+        &self,
+        req: Request<proto::CreateSensorTypeRequest>,
+    ) -> Reply<proto::OrgSensorType> {
+        super::ingest::create_sensor_type(&self.app, req).await
+    }
+
+    async fn list_org_sensor_types(
+        &self,
+        req: Request<proto::ListOrgSensorTypesRequest>,
+    ) -> Reply<proto::ListOrgSensorTypesResponse> {
+        super::ingest::list_org_sensor_types(&self.app, req).await
+    }
+
+    async fn delete_sensor_type(
+        &self,
+        req: Request<proto::DeleteSensorTypeRequest>,
+    ) -> Reply<proto::DeleteSensorTypeResponse> {
+        super::ingest::delete_sensor_type(&self.app, req).await
+    }
+
+    async fn create_webhook(
+        &self,
+        req: Request<proto::CreateWebhookRequest>,
+    ) -> Reply<proto::Webhook> {
+        super::ingest::create_webhook(&self.app, req).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        req: Request<proto::ListWebhooksRequest>,
+    ) -> Reply<proto::ListWebhooksResponse> {
+        super::ingest::list_webhooks(&self.app, req).await
+    }
+
+    async fn delete_webhook(
+        &self,
+        req: Request<proto::DeleteWebhookRequest>,
+    ) -> Reply<proto::DeleteWebhookResponse> {
+        super::ingest::delete_webhook(&self.app, req).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<proto::ListWebhookDeliveriesRequest>,
+    ) -> Reply<proto::ListWebhookDeliveriesResponse> {
+        super::ingest::list_webhook_deliveries(&self.app, req).await
+    }
+
+    type WatchAlertsStream = BoxStream<proto::AlertEvent>;
+
+    async fn watch_alerts(
+        &self,
+        req: Request<proto::WatchAlertsRequest>,
+    ) -> Reply<Self::WatchAlertsStream> {
+        super::ingest::watch_alerts(self.app.clone(), req).await
+    }
+
+    async fn update_group(&self, req: Request<proto::UpdateGroupRequest>) -> Reply<proto::Group> {
+        let access = require_write(credential(&req))?;
+        let body = req.into_inner();
+        let group = places::update_group(
+            &self.app.core,
+            &access,
+            &body.id,
+            places::GroupUpdate {
+                name: body.name,
+                description: body.description,
+                sensor_keys: masked(&body.update_mask, "sensor_keys").then_some(body.sensor_keys),
+            },
+        )
+        .await?;
+        Ok(Response::new(convert::group(&group)))
+    }
+
     // Until their issues land: authenticate and authorize, then say so.
     async fn create_command(
         &self,
@@ -263,7 +371,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::GetReadingsRequest>,
     ) -> Reply<proto::GetReadingsResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "GetReadings")
+        super::ingest::get_readings(&self.app, req).await
     }
 
     async fn create_enrollment_code(
@@ -290,31 +398,28 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::CreateAlertRuleRequest>,
     ) -> Reply<proto::AlertRule> {
-        not_yet(
-            require_write(credential(&req)).map(|_| ()),
-            "CreateAlertRule",
-        )
+        super::ingest::create_alert_rule(&self.app, req).await
     }
 
     async fn list_alert_rules(
         &self,
         req: Request<proto::ListAlertRulesRequest>,
     ) -> Reply<proto::ListAlertRulesResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListAlertRules")
+        super::ingest::list_alert_rules(&self.app, req).await
     }
 
     async fn list_alerts(
         &self,
         req: Request<proto::ListAlertsRequest>,
     ) -> Reply<proto::ListAlertsResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListAlerts")
+        super::ingest::list_alerts(&self.app, req).await
     }
 
     async fn list_events(
         &self,
         req: Request<proto::ListEventsRequest>,
     ) -> Reply<proto::ListEventsResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListEvents")
+        super::ingest::list_events(&self.app, req).await
     }
 
     async fn list_captures(
@@ -361,6 +466,12 @@ impl AdminService for AdminApi {
             "ListDeployments",
         )
     }
+}
+
+/// Whether the update mask names `field`.
+pub(super) fn masked(mask: &Option<pbjson_types::FieldMask>, field: &str) -> bool {
+    mask.as_ref()
+        .is_some_and(|m| m.paths.iter().any(|p| p == field))
 }
 
 /// Answers UNIMPLEMENTED once the caller is known to be allowed.

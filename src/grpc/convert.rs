@@ -30,6 +30,11 @@ pub fn device(
         serial_number: m.serial_number.clone(),
         hardware_model: m.hardware_model.clone(),
         hostname: m.hostname.clone(),
+        sensor_keys: m
+            .sensor_keys
+            .as_deref()
+            .map(core::validate::tags_from_json)
+            .unwrap_or_default(),
     }
 }
 
@@ -61,6 +66,11 @@ pub fn group(m: &device_group::Model) -> proto::Group {
         name: m.name.clone(),
         description: m.description.clone(),
         created_at: rfc3339(m.created_at),
+        sensor_keys: m
+            .sensor_keys
+            .as_deref()
+            .map(core::validate::tags_from_json)
+            .unwrap_or_default(),
     }
 }
 

@@ -9,7 +9,7 @@ use super::{convert, credential, origin, source_ip};
 use crate::{
     app::App,
     auth::{Credential, require_device},
-    core::{self, device_ops, pairing, rfc3339, sensor_types},
+    core::{self, device_ops, ingest, pairing, rfc3339, sensor_types},
     error::Error,
     proto::{self, device_service_server::DeviceService},
 };
@@ -98,7 +98,7 @@ impl DeviceService for DeviceApi {
             location: cfg.location.as_ref().map(convert::config_location),
             // Model deployments arrive with the models issue.
             active_model: None,
-            sensor_keys: cfg.sensor_keys,
+            sensor_keys: cfg.sensor_keys.clone(),
             endpoints: Some(proto::Endpoints {
                 rest: format!("{}/api/public/v1", base.trim_end_matches('/')),
                 grpc: base,
@@ -109,17 +109,29 @@ impl DeviceService for DeviceApi {
 
     async fn list_sensor_types(
         &self,
-        _req: Request<proto::ListSensorTypesRequest>,
+        req: Request<proto::ListSensorTypesRequest>,
     ) -> Reply<proto::ListSensorTypesResponse> {
-        // Public: answers with or without a key.
-        let sensor_types = sensor_types::BUILT_IN
-            .iter()
-            .map(|t| proto::SensorType {
-                key: t.key.into(),
-                unit: t.unit.into(),
-                description: t.description.into(),
-            })
-            .collect();
+        // Public: the built-in types; with a device key, its organization's
+        // own types too.
+        let sensor_types = match credential(&req) {
+            Credential::Device(d) => sensor_types::list(&self.app.core, d.org_id)
+                .await?
+                .into_iter()
+                .map(|t| proto::SensorType {
+                    key: t.key,
+                    unit: t.unit,
+                    description: t.description,
+                })
+                .collect(),
+            _ => sensor_types::BUILT_IN
+                .iter()
+                .map(|t| proto::SensorType {
+                    key: t.key.into(),
+                    unit: t.unit.into(),
+                    description: t.description.into(),
+                })
+                .collect(),
+        };
         Ok(Response::new(proto::ListSensorTypesResponse {
             sensor_types,
         }))
@@ -160,21 +172,69 @@ impl DeviceService for DeviceApi {
         &self,
         req: Request<proto::PushTelemetryRequest>,
     ) -> Reply<proto::PushTelemetryResponse> {
-        not_yet(credential(&req), "PushTelemetry")
+        let who = require_device(credential(&req))?;
+        let body = req.into_inner();
+        let values = body
+            .values
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
+            .collect();
+        let accepted = ingest::push_telemetry(&self.app.core, &who, values, body.ts).await?;
+        Ok(Response::new(proto::PushTelemetryResponse { accepted }))
     }
 
     async fn push_sensors(
         &self,
         req: Request<proto::PushSensorsRequest>,
     ) -> Reply<proto::PushSensorsResponse> {
-        not_yet(credential(&req), "PushSensors")
+        let who = require_device(credential(&req))?;
+        let readings = req
+            .into_inner()
+            .readings
+            .into_iter()
+            .map(|r| ingest::ReadingInput {
+                sensor_type: r.sensor_type,
+                value: r.value.unwrap_or(f64::NAN),
+                unit: r.unit.filter(|u| !u.trim().is_empty()),
+                ts: r.ts,
+                seq: r.seq,
+            })
+            .collect();
+        let out = ingest::push_sensors(&self.app.core, &who, readings).await?;
+        Ok(Response::new(proto::PushSensorsResponse {
+            accepted: out.accepted,
+            duplicates: out.duplicates,
+            alerts: out
+                .alerts
+                .into_iter()
+                .map(|a| proto::AlertChange {
+                    alert_id: a.alert_id.to_string(),
+                    rule_id: a.rule_id.to_string(),
+                    state: a.state.to_owned(),
+                })
+                .collect(),
+        }))
     }
 
     async fn push_events(
         &self,
         req: Request<proto::PushEventsRequest>,
     ) -> Reply<proto::PushEventsResponse> {
-        not_yet(credential(&req), "PushEvents")
+        let who = require_device(credential(&req))?;
+        let events = req
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|e| ingest::EventInput {
+                kind: e.r#type,
+                severity: e.severity,
+                message: e.message,
+                data: e.data.map(|d| serde_json::to_value(d).unwrap_or_default()),
+                ts: e.ts,
+            })
+            .collect();
+        let accepted = ingest::push_events(&self.app.core, &who, events).await?;
+        Ok(Response::new(proto::PushEventsResponse { accepted }))
     }
 
     async fn upload_capture(

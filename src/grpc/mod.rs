@@ -4,6 +4,7 @@
 pub mod admin;
 mod convert;
 pub mod device;
+mod ingest;
 mod shutdown;
 
 use axum::Router;

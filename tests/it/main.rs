@@ -10,6 +10,7 @@ mod contract;
 mod grpc_parity;
 mod hardening;
 mod heartbeats;
+mod ingest;
 mod metrics;
 mod openapi;
 mod quickstart;

@@ -221,9 +221,9 @@ async fn unknown_routes_methods_and_unimplemented_routes_answer_in_the_envelope(
     a.error_code();
     let a = s
         .post(
-            "/api/public/v1/sensors",
+            "/api/public/v1/labels",
             Some(&key),
-            json!({"readings": [{"sensor_type": "temperature", "value": 21.5}]}),
+            json!({"capture_id": uuid::Uuid::now_v7(), "detections": []}),
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);

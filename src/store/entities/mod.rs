@@ -1,5 +1,9 @@
 //! sea-orm entities, one module per table of `migrations/`.
 
+mod ingest;
+pub use ingest::*;
+
+#[macro_export]
 macro_rules! no_relations {
     () => {
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -68,6 +72,8 @@ pub mod device_group {
         pub name: String,
         pub description: Option<String>,
         pub created_at: DateTimeUtc,
+        /// JSON array of sensor keys, or null (not configured).
+        pub sensor_keys: Option<String>,
     }
     no_relations!();
 }
@@ -94,6 +100,8 @@ pub mod device {
         pub hostname: Option<String>,
         pub last_seen_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
+        /// JSON array of sensor keys, or null (not configured).
+        pub sensor_keys: Option<String>,
     }
     no_relations!();
 }

@@ -1,0 +1,193 @@
+//! Group commit for everything devices send: heartbeats, readings,
+//! telemetry and events. What costs is the commit (a WAL fsync on SQLite, a
+//! round trip and fsync on PostgreSQL), so one writer task takes every job
+//! queued while the previous batch was committing and writes them in one
+//! transaction, as multi-row statements (see [`batch`]). A caller gets its
+//! answer only after its own rows have committed, so nothing is acknowledged
+//! that could be lost, and at low load nothing waits.
+//!
+//! A batch that fails for a reason of its own (a row the database refuses)
+//! is retried job by job, so one request cannot fail its neighbours; a
+//! stalled database fails the whole batch at once with 503.
+
+mod batch;
+
+use chrono::{DateTime, Utc};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    error::{Error, Result},
+    metrics::Metrics,
+    store::Store,
+};
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer before callers wait to enqueue.
+const QUEUE: usize = 8192;
+
+/// One device's liveness, validated.
+#[derive(Clone)]
+pub struct Liveness {
+    pub org_id: Uuid,
+    pub device_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub source_ip: String,
+    pub firmware_version: Option<String>,
+    pub uptime_seconds: Option<i64>,
+    pub reported_ip: Option<String>,
+    pub hostname: Option<String>,
+}
+
+pub struct ReadingRow {
+    pub sensor_type: String,
+    /// In the type's unit.
+    pub value: f64,
+    pub ts_ms: i64,
+    pub seq: Option<i64>,
+}
+
+pub struct TelemetryRow {
+    pub key: String,
+    /// The value as JSON: a number, a string or a boolean.
+    pub value: String,
+    pub ts_ms: i64,
+}
+
+pub struct EventRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub message: Option<String>,
+    /// A JSON object, or none.
+    pub data: Option<String>,
+    pub ts_ms: i64,
+}
+
+/// What one request wants written.
+pub enum Job {
+    Heartbeat(Liveness),
+    Readings(Rows<ReadingRow>),
+    Telemetry(Rows<TelemetryRow>),
+    Events(Rows<EventRow>),
+}
+
+/// One device's rows of one request.
+pub struct Rows<R> {
+    pub org_id: Uuid,
+    pub device_id: Uuid,
+    pub received_ms: i64,
+    pub rows: Vec<R>,
+}
+
+impl Job {
+    fn org_id(&self) -> Uuid {
+        match self {
+            Job::Heartbeat(h) => h.org_id,
+            Job::Readings(r) => r.org_id,
+            Job::Telemetry(r) => r.org_id,
+            Job::Events(r) => r.org_id,
+        }
+    }
+}
+
+/// What happened to a job's rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// Whether the device still exists.
+    Heartbeat(bool),
+    /// Per reading: stored (`true`) or a duplicate of a stored `seq`.
+    Readings(Vec<bool>),
+    /// Rows stored.
+    Stored(usize),
+}
+
+struct Pending {
+    job: Job,
+    queued_at: std::time::Instant,
+    done: oneshot::Sender<Result<Done>>,
+}
+
+pub struct Writer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    /// Starts the writer task; it ends when the writer is dropped.
+    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
+        let (queue, mut incoming) = mpsc::channel::<Pending>(QUEUE);
+        tokio::spawn(async move {
+            let mut pending = Vec::with_capacity(MAX_BATCH);
+            while incoming.recv_many(&mut pending, MAX_BATCH).await > 0 {
+                metrics.commit_batch_size.observe(pending.len() as f64);
+                let jobs: Vec<&Job> = pending.iter().map(|p| &p.job).collect();
+                match batch::write(&store, &jobs).await {
+                    Ok(done) => {
+                        for p in &pending {
+                            metrics
+                                .commit_wait_seconds
+                                .observe(p.queued_at.elapsed().as_secs_f64());
+                        }
+                        for (p, done) in pending.drain(..).zip(done) {
+                            let _ = p.done.send(Ok(done));
+                        }
+                    }
+                    Err(Error::Unavailable(why)) => {
+                        for p in pending.drain(..) {
+                            let _ = p.done.send(Err(Error::Unavailable(why.clone())));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, jobs = pending.len(), "write batch failed; retrying job by job");
+                        for p in pending.drain(..) {
+                            let alone = batch::write(&store, &[&p.job])
+                                .await
+                                .map(|mut d| d.remove(0));
+                            let _ = p.done.send(alone);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Writes `job`; returns once it is committed, or 503 after `deadline`
+    /// (the job may still commit; devices retry, and `seq` makes that safe).
+    pub async fn write(&self, job: Job, deadline: Duration) -> Result<Done> {
+        let (done, committed) = oneshot::channel();
+        let pending = Pending {
+            job,
+            queued_at: std::time::Instant::now(),
+            done,
+        };
+        // Waiting for room in the queue counts against the deadline too.
+        let wait = async {
+            self.queue
+                .send(pending)
+                .await
+                .map_err(|_| Error::Unavailable("shutting down".into()))?;
+            committed
+                .await
+                .map_err(|_| Error::Internal("the writer stopped".into()))
+        };
+        match tokio::time::timeout(deadline, wait).await {
+            Err(_) => Err(Error::Unavailable(
+                "the database is not answering in time; retry shortly".into(),
+            )),
+            Ok(Err(e) | Ok(Err(e))) => Err(e),
+            Ok(Ok(Ok(done))) => Ok(done),
+        }
+    }
+
+    /// Records a heartbeat; `Unauthenticated` when the device is gone.
+    pub async fn heartbeat(&self, update: Liveness, deadline: Duration) -> Result<()> {
+        match self.write(Job::Heartbeat(update), deadline).await? {
+            Done::Heartbeat(true) => Ok(()),
+            Done::Heartbeat(false) => Err(Error::Unauthenticated("device no longer exists".into())),
+            other => Err(Error::Internal(format!("heartbeat answered {other:?}"))),
+        }
+    }
+}
