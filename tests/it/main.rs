@@ -3,6 +3,7 @@
 
 mod common;
 
+mod alerts;
 mod api_keys;
 mod auth;
 mod connections;
@@ -19,3 +20,4 @@ mod readme;
 mod replicas;
 mod rest_errors;
 mod serve_binary;
+mod webhooks;

@@ -23,7 +23,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// `Some(url)` when running against PostgreSQL.
     pub database_url: Option<String>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+    config: Config,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -91,9 +92,20 @@ async fn launch(
     tune: impl FnOnce(&mut Config),
 ) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
+    launch_in(dir, database_url, owner_key, clock, tune).await
+}
+
+async fn launch_in(
+    dir: tempfile::TempDir,
+    database_url: Option<String>,
+    owner_key: Option<String>,
+    clock: Clock,
+    tune: impl FnOnce(&mut Config),
+) -> TestServer {
     let mut config = Config::for_data_dir(dir.path());
     config.storage.database_url = database_url.clone();
     tune(&mut config);
+    let config_kept = config.clone();
     let (app, created) = swrm::build_with_clock(config, clock.clone())
         .await
         .expect("server builds");
@@ -119,7 +131,8 @@ async fn launch(
         owner_key,
         http: reqwest::Client::new(),
         database_url,
-        _dir: dir,
+        dir: Some(dir),
+        config: config_kept,
         stop: Some(stop),
         served: Some(served),
     }
@@ -146,6 +159,22 @@ impl Answer {
 }
 
 impl TestServer {
+    /// Stops this server and starts a new one on the same database and data
+    /// folder (as a restart would), with the same configuration and clock.
+    pub async fn restart(mut self) -> TestServer {
+        self.shut_down().await.unwrap().unwrap();
+        let dir = self.dir.take().expect("a data folder");
+        let config = self.config.clone();
+        launch_in(
+            dir,
+            self.database_url.clone(),
+            Some(self.owner_key.clone()),
+            self.clock.clone(),
+            move |c| *c = config,
+        )
+        .await
+    }
+
     /// Starts shutting the server down (as SIGTERM does); the handle ends
     /// when `serve` has returned.
     pub fn shut_down(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
