@@ -71,6 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages with secrets get the redacting Debug of swrm_checks.rs.
         .skip_debug(api.messages_with_secrets())
         .emit_rerun_if_changed(false);
+    for (field, with) in api.free_json_fields() {
+        builder = builder.field_attribute(
+            field,
+            format!("#[serde(deserialize_with = \"crate::json::{with}\")]"),
+        );
+    }
     for field in api.device_ts_fields() {
         builder = builder.field_attribute(
             field,

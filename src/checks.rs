@@ -174,11 +174,12 @@ fn is_http_url(v: &str) -> bool {
         return false;
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let bad = |c: char| c.is_whitespace() || c.is_control();
     !authority.is_empty()
         && !authority
             .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '?' | '#' | '@'))
-        && !path.chars().any(char::is_whitespace)
+            .any(|c| bad(c) || matches!(c, '?' | '#' | '@'))
+        && !path.chars().any(bad)
 }
 
 /// The hyphenated form only (`Uuid::parse_str` also takes other forms the

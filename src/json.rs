@@ -24,3 +24,45 @@ pub fn device_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
         }
     })
 }
+
+/// A `google.protobuf.Struct` field: any JSON object. Numbers in a Struct
+/// are doubles, so integers beyond 2^53 become the nearest double instead
+/// of being refused (as pbjson alone would).
+pub fn free_struct<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<pbjson_types::Struct>, D::Error> {
+    let Some(mut value) = Option::<serde_json::Value>::deserialize(d)? else {
+        return Ok(None);
+    };
+    widen(&mut value);
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+/// A `map<string, google.protobuf.Value>` field, numbers as in
+/// [`free_struct`].
+pub fn free_values<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::HashMap<String, pbjson_types::Value>, D::Error> {
+    let mut value = serde_json::Value::deserialize(d)?;
+    widen(&mut value);
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
+/// Integers a double cannot hold exactly become doubles.
+fn widen(v: &mut serde_json::Value) {
+    const EXACT: u64 = 1 << f64::MANTISSA_DIGITS;
+    match v {
+        serde_json::Value::Number(n) => {
+            let big = n.as_u64().is_some_and(|u| u >= EXACT)
+                || n.as_i64().is_some_and(|i| i.unsigned_abs() >= EXACT);
+            if big && let Some(f) = n.as_f64().and_then(serde_json::Number::from_f64) {
+                *n = f;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(widen),
+        serde_json::Value::Object(map) => map.values_mut().for_each(widen),
+        _ => {}
+    }
+}

@@ -313,6 +313,26 @@ impl Api {
             .collect()
     }
 
+    /// Protobuf paths of `Struct` and `map<string, Value>` fields, with the
+    /// `crate::json` function that decodes each.
+    pub fn free_json_fields(&self) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        for m in self.messages.values() {
+            for f in &m.fields {
+                let path = format!(".{}.{}", m.full_name, f.name);
+                let value = Type::Message("google.protobuf.Value".into());
+                match (&f.label, &f.ty) {
+                    (Label::Single, Type::Message(t)) if t == "google.protobuf.Struct" => {
+                        out.push((path, "free_struct"));
+                    }
+                    (Label::Map(v), _) if *v == value => out.push((path, "free_values")),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Protobuf paths of fields that take a device timestamp.
     pub fn device_ts_fields(&self) -> Vec<String> {
         self.messages

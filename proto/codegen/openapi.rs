@@ -416,7 +416,9 @@ fn string_schema(rules: &Rules, dir: Dir) -> Value {
         return s;
     }
     if rules.http_url {
-        s["pattern"] = json!("^https?://[^\\s/?#@]+(/[^\\s]*)?$");
+        s["pattern"] = json!(format!(
+            "^https?://[^{SPACE}{CONTROL}/?#@]+(/[^{SPACE}{CONTROL}]*)?$"
+        ));
         s["maxLength"] = json!(rules.max_len);
         return s;
     }

@@ -222,6 +222,12 @@ pub async fn update_device(
     id: &str,
     update: DeviceUpdate,
 ) -> Result<device::Model> {
+    // Checked before the write transaction: the sensor type registry may
+    // need a connection of its own.
+    let sensor_list = match &update.sensor_keys {
+        Some(keys) => Some(sensor_keys(core, access.org_id(), keys).await?),
+        None => None,
+    };
     let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = find(&tx, id).await?;
     let mut active: device::ActiveModel = device.into();
@@ -245,8 +251,8 @@ pub async fn update_device(
     if let Some(tags) = &update.tags {
         active.tags = Set(validate::tags_to_json(&validate::tags(tags)?));
     }
-    if let Some(keys) = &update.sensor_keys {
-        active.sensor_keys = Set(sensor_keys(core, tx.org_id(), keys).await?);
+    if let Some(keys) = sensor_list {
+        active.sensor_keys = Set(keys);
     }
     let device = active.update(tx.conn()).await?;
     tx.publish(Event::DeviceChanged {

@@ -118,6 +118,12 @@ pub async fn update_group(
     update: GroupUpdate,
 ) -> Result<device_group::Model> {
     let id = validate::path_id("group", id)?;
+    // Checked before the write transaction: the sensor type registry may
+    // need a connection of its own.
+    let sensor_list = match &update.sensor_keys {
+        Some(keys) => Some(super::devices::sensor_keys(core, access.org_id(), keys).await?),
+        None => None,
+    };
     let mut tx = core.store.org_tx(access.org_id()).await?;
     let group = find_group(&tx, id).await?;
     let mut active: device_group::ActiveModel = group.into();
@@ -127,8 +133,8 @@ pub async fn update_group(
     if let Some(description) = &update.description {
         active.description = Set(validate::short_text("description", Some(description))?);
     }
-    if let Some(keys) = &update.sensor_keys {
-        active.sensor_keys = Set(super::devices::sensor_keys(core, tx.org_id(), keys).await?);
+    if let Some(keys) = sensor_list {
+        active.sensor_keys = Set(keys);
     }
     let group = sea_orm::ActiveModelTrait::update(active, tx.conn()).await?;
     tx.publish(crate::bus::Event::PlacesChanged {

@@ -95,7 +95,7 @@ pub fn decode_json<T: DeserializeOwned + Default>(
     bytes: &[u8],
     item_of: Option<&str>,
 ) -> Result<(T, Vec<String>), Error> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok((T::default(), Vec::new()));
     }
     let mut value: Value = serde_json::from_slice(bytes)

@@ -1,0 +1,116 @@
+"""Schemathesis hooks for `.ci/fuzz`.
+
+A few of swrm's rules cannot be said in JSON Schema: a sensor type must be
+registered (built in, or the organization's own), a device `ts` must be at
+most 5 minutes ahead and 30 days back, `from` must come before `to` (and a
+bucketed window hold at most 10,000 buckets), `min` must not exceed `max`,
+an alert rule's `clear_threshold` sits on the far side of its `threshold`,
+and it has at most one scope. The server answers 400 for each, naming the
+field, and the document says so in the field descriptions.
+
+So that the fuzzer still holds the server to accepting *every* schema-valid
+request, the schema-valid (positive) cases are nudged to satisfy those rules
+here. Negative cases are left exactly as generated.
+"""
+
+import datetime
+
+import schemathesis
+
+REGISTERED = ["temperature", "humidity", "pressure", "co2", "light", "battery"]
+
+
+def _now(offset_seconds=0):
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset_seconds)
+    return t.isoformat()
+
+
+def _fix_ts(obj):
+    if isinstance(obj, dict) and obj.get("ts") is not None:
+        obj["ts"] = _now(-60)
+
+
+def _registered(values):
+    return [REGISTERED[i % len(REGISTERED)] for i in range(len(values))]
+
+
+def _parse(value):
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("z", "Z"))
+    except ValueError:
+        return None
+
+
+def _fix_window(query, bucketed):
+    if bucketed and query.get("bucket_seconds") is not None:
+        # The default window (a day) holds every bucket width from 60 s.
+        query.pop("from", None)
+        query.pop("to", None)
+        query["bucket_seconds"] = max(int(query["bucket_seconds"]), 60)
+        return
+    start, end = query.get("from"), query.get("to")
+    if start is None and end is None:
+        if bucketed and query.get("bucket_seconds") is not None:
+            query["bucket_seconds"] = max(int(query["bucket_seconds"]), 60)
+        return
+    parsed = [_parse(v) for v in (start, end) if v is not None]
+    if any(p is None for p in parsed):
+        query.pop("from", None)
+        query.pop("to", None)
+        return
+    if start is not None and end is not None:
+        a, b = _parse(start), _parse(end)
+        if a >= b:
+            query["from"], query["to"] = end, start
+            a, b = b, a
+        if a == b:
+            query.pop("from", None)
+        elif bucketed and query.get("bucket_seconds") is not None:
+            span = (b - a).total_seconds()
+            if span / int(query["bucket_seconds"]) > 10_000:
+                query.pop("from", None)
+                query.pop("to", None)
+    if bucketed and query.get("bucket_seconds") is not None and "from" not in query:
+        query["bucket_seconds"] = max(int(query["bucket_seconds"]), 60)
+
+
+@schemathesis.hook
+def map_case(context, case):
+    meta = case.meta
+    if meta is None or meta.generation.mode.is_negative:
+        return case
+    label = case.operation.label
+    body = case.body if isinstance(case.body, dict) else None
+    query = case.query if isinstance(case.query, dict) else None
+    if label == "POST /api/public/v1/sensors" and body is not None:
+        readings = body.get("readings") or []
+        for reading, key in zip(readings, _registered(readings)):
+            if isinstance(reading, dict):
+                reading["sensor_type"] = key
+                reading.pop("unit", None)
+                _fix_ts(reading)
+    elif label == "POST /api/public/v1/telemetry" and body is not None:
+        _fix_ts(body)
+    elif label == "POST /api/public/v1/events" and body is not None:
+        events = body.get("events") if "events" in body else [body]
+        for event in events or []:
+            _fix_ts(event)
+    elif label == "POST /api/v1/alert-rules" and body is not None:
+        body["sensor_type"] = REGISTERED[0]
+        if body.get("clear_threshold") is not None and body.get("threshold") is not None:
+            body["clear_threshold"] = body["threshold"]
+        scopes = [k for k in ("device_id", "group_id", "location_id") if body.get(k)]
+        for extra in scopes[1:]:
+            body.pop(extra)
+    elif label == "POST /api/v1/sensor-types" and body is not None:
+        low, high = body.get("min"), body.get("max")
+        if low is not None and high is not None and low > high:
+            body["min"], body["max"] = high, low
+    elif label in ("PATCH /api/v1/groups/{id}", "PATCH /api/v1/devices/{id}") and body is not None:
+        if isinstance(body.get("sensor_keys"), list):
+            body["sensor_keys"] = _registered(body["sensor_keys"])
+    elif label == "GET /api/v1/devices/{id}/readings" and query is not None:
+        _fix_window(query, bucketed=True)
+    elif label == "GET /api/v1/devices/{id}/telemetry" and query is not None:
+        _fix_window(query, bucketed=False)
+    return case
