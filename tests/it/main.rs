@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 mod connections;
 mod contract;
+mod crash;
 mod grpc_parity;
 mod hardening;
 mod heartbeats;
