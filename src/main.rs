@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use swrm::{config::StorageArgs, core::orgs};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "swrm",

@@ -17,17 +17,38 @@ use crate::error::{Error, Result};
 /// `pg_advisory_lock` key of schema migrations ("swrmmigr").
 const MIGRATION_LOCK: i64 = 0x7377_726d_6d69_6772;
 
+/// Prepared statements kept per connection. The group-commit writer's
+/// multi-row statements differ by row count (a few hundred texts); with
+/// sqlx's default of 100 they would be prepared again and again.
+const STATEMENT_CACHE: usize = 1024;
+
 pub async fn open(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     ensure_sqlite_dir(url)?;
     migrate(url).await?;
+    pool(url, timeout, 0).await
+}
+
+/// The bounded-wait pool (`max_connections` 0: sqlx's default).
+pub async fn pool(
+    url: &str,
+    timeout: Duration,
+    max_connections: u32,
+) -> Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
+    if max_connections > 0 {
+        opts.max_connections(max_connections);
+    }
     let millis = timeout.as_millis().to_string();
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(timeout)
-        .map_sqlx_sqlite_opts(move |o| sqlite(o).busy_timeout(timeout))
+        .map_sqlx_sqlite_opts(move |o| {
+            sqlite(o)
+                .busy_timeout(timeout)
+                .statement_cache_capacity(STATEMENT_CACHE)
+        })
         .map_sqlx_postgres_opts(move |o| {
-            o.options([
+            o.statement_cache_capacity(STATEMENT_CACHE).options([
                 ("statement_timeout", millis.as_str()),
                 ("lock_timeout", millis.as_str()),
             ])

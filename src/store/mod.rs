@@ -25,6 +25,9 @@ use crate::{
 pub struct Store {
     db: DatabaseConnection,
     bus: Bus,
+    /// Where it connected, with its wait bound (for pools of its own).
+    url: std::sync::Arc<str>,
+    timeout: Duration,
 }
 
 impl Store {
@@ -33,7 +36,25 @@ impl Store {
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self> {
         let db = connect::open(url, timeout).await?;
         let bus = Bus::new(db.get_database_backend() == DatabaseBackend::Postgres);
-        Ok(Self { db, bus })
+        Ok(Self {
+            db,
+            bus,
+            url: url.into(),
+            timeout,
+        })
+    }
+
+    /// Another pool on the same database, created on the calling runtime
+    /// (a PostgreSQL connection serves the runtime that opened it). No
+    /// migrations, no events: for the group-commit writer's own thread.
+    pub async fn another_pool(&self, connections: u32) -> Result<Self> {
+        let db = connect::pool(&self.url, self.timeout, connections).await?;
+        Ok(Self {
+            db,
+            bus: Bus::new(false),
+            url: self.url.clone(),
+            timeout: self.timeout,
+        })
     }
 
     /// The bus events committed through this store are delivered on.

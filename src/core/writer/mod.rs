@@ -115,42 +115,23 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when the writer is dropped.
+    /// Starts the writer on a thread of its own, with its own runtime and
+    /// database pool: a batch awaits the database several times, and on the
+    /// shared runtime each await would queue behind every request task. It
+    /// ends when the writer is dropped.
     pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
-        let (queue, mut incoming) = mpsc::channel::<Pending>(QUEUE);
-        tokio::spawn(async move {
-            let mut pending = Vec::with_capacity(MAX_BATCH);
-            while incoming.recv_many(&mut pending, MAX_BATCH).await > 0 {
-                metrics.commit_batch_size.observe(pending.len() as f64);
-                let jobs: Vec<&Job> = pending.iter().map(|p| &p.job).collect();
-                match batch::write(&store, &jobs).await {
-                    Ok(done) => {
-                        for p in &pending {
-                            metrics
-                                .commit_wait_seconds
-                                .observe(p.queued_at.elapsed().as_secs_f64());
-                        }
-                        for (p, done) in pending.drain(..).zip(done) {
-                            let _ = p.done.send(Ok(done));
-                        }
-                    }
-                    Err(Error::Unavailable(why)) => {
-                        for p in pending.drain(..) {
-                            let _ = p.done.send(Err(Error::Unavailable(why.clone())));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, jobs = pending.len(), "write batch failed; retrying job by job");
-                        for p in pending.drain(..) {
-                            let alone = batch::write(&store, &[&p.job])
-                                .await
-                                .map(|mut d| d.remove(0));
-                            let _ = p.done.send(alone);
-                        }
-                    }
-                }
-            }
-        });
+        let (queue, incoming) = mpsc::channel::<Pending>(QUEUE);
+        let run = move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the writer's runtime");
+            runtime.block_on(write_loop(store, metrics, incoming));
+        };
+        std::thread::Builder::new()
+            .name("swrm-writer".into())
+            .spawn(run)
+            .expect("the writer's thread");
         Self { queue }
     }
 
@@ -188,6 +169,51 @@ impl Writer {
             Done::Heartbeat(true) => Ok(()),
             Done::Heartbeat(false) => Err(Error::Unauthenticated("device no longer exists".into())),
             other => Err(Error::Internal(format!("heartbeat answered {other:?}"))),
+        }
+    }
+}
+
+/// Commits batches until every sender is gone.
+async fn write_loop(shared: Store, metrics: Arc<Metrics>, mut incoming: mpsc::Receiver<Pending>) {
+    // Two connections: a batch, and a retry job by job.
+    let store = loop {
+        match shared.another_pool(2).await {
+            Ok(store) => break store,
+            Err(e) => {
+                tracing::warn!(error = %e, "the writer cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    while incoming.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        metrics.commit_batch_size.observe(pending.len() as f64);
+        let jobs: Vec<&Job> = pending.iter().map(|p| &p.job).collect();
+        match batch::write(&store, &jobs).await {
+            Ok(done) => {
+                for p in &pending {
+                    metrics
+                        .commit_wait_seconds
+                        .observe(p.queued_at.elapsed().as_secs_f64());
+                }
+                for (p, done) in pending.drain(..).zip(done) {
+                    let _ = p.done.send(Ok(done));
+                }
+            }
+            Err(Error::Unavailable(why)) => {
+                for p in pending.drain(..) {
+                    let _ = p.done.send(Err(Error::Unavailable(why.clone())));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = pending.len(), "write batch failed; retrying job by job");
+                for p in pending.drain(..) {
+                    let alone = batch::write(&store, &[&p.job])
+                        .await
+                        .map(|mut d| d.remove(0));
+                    let _ = p.done.send(alone);
+                }
+            }
         }
     }
 }

@@ -55,6 +55,20 @@ pub async fn fresh_postgres_url() -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// With `SWRM_TEST_LOG` set (an env filter, e.g. `warn`), the servers'
+/// logs go to the test output.
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SWRM_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 pub async fn start() -> TestServer {
     start_with(|_| {}).await
 }
@@ -91,6 +105,7 @@ async fn launch(
     clock: Clock,
     tune: impl FnOnce(&mut Config),
 ) -> TestServer {
+    init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     launch_in(dir, database_url, owner_key, clock, tune).await
 }

@@ -1,0 +1,283 @@
+//! Load generator for the hot paths, against an in-process server on
+//! loopback. Figures are ratios against baselines measured in the same run
+//! (the machine is noisy):
+//!
+//! - request rates against `GET /livez` (no auth, no database);
+//! - reading rates against a raw insert of the same rows into the same
+//!   database, without the server: `COPY` on PostgreSQL, multi-row
+//!   `INSERT`s in one transaction on SQLite, batches of `concurrency × 50`.
+//!
+//! Each device scenario uses one simulated device (its own key) per client.
+//!
+//!   cargo run --release --example loadgen -- [SECONDS] [CONCURRENCY]
+//!   SWRM_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench cargo run --release --example loadgen
+//!
+//! Rate limits are off for the run.
+
+mod raw;
+mod run;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use run::{Outcome, run};
+use serde_json::json;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+use swrm::proto;
+
+struct Device {
+    id: uuid::Uuid,
+    org_id: uuid::Uuid,
+    key: String,
+    /// The next `seq` this device sends.
+    seq: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
+
+    let dir = tempfile::tempdir()?;
+    let mut config = swrm::Config::for_data_dir(dir.path());
+    config.storage.database_url = std::env::var("SWRM_DATABASE_URL").ok();
+    config.rate_limits.device_rate_per_second = 0;
+    config.rate_limits.org_key_rate_per_second = 0;
+    config.rate_limits.pair_rate_per_minute = 0;
+    let (app, created) = swrm::build(config).await?;
+    let owner = created.ok_or("use an empty database")?.api_key;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(swrm::serve(app.clone(), listener, std::future::pending()));
+
+    let http = reqwest::Client::new();
+    let mut devices = Vec::new();
+    for i in 0..concurrency {
+        let created: serde_json::Value = http
+            .post(format!("{base}/api/v1/devices"))
+            .bearer_auth(&owner)
+            .json(&json!({"name": format!("bench-{i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let paired: serde_json::Value = http
+            .post(format!("{base}/api/public/v1/pair"))
+            .json(&json!({"provisioning_token": created["provisioning_token"]}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        devices.push(Arc::new(Device {
+            id: paired["device_id"].as_str().ok_or("no id")?.parse()?,
+            org_id: paired["org_id"].as_str().ok_or("no org")?.parse()?,
+            key: paired["api_key"].as_str().ok_or("no key")?.to_owned(),
+            seq: AtomicU64::new(1),
+        }));
+    }
+    let devices = Arc::new(devices);
+    let postgres = std::env::var("SWRM_DATABASE_URL").is_ok();
+    println!(
+        "swrm loadgen: {seconds} s per scenario, {concurrency} clients, database {}",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    println!(
+        "{:<44} {:>10} {:>12} {:>9} {:>9}",
+        "scenario", "req/s", "readings/s", "p50 ms", "p99 ms"
+    );
+
+    let rest = |path: &'static str, body: Option<fn(&Device) -> serde_json::Value>| {
+        let (http, base, devices) = (http.clone(), base.clone(), devices.clone());
+        move |client: usize| {
+            let (http, base) = (http.clone(), base.clone());
+            let device = devices[client].clone();
+            async move {
+                let url = format!("{base}{path}");
+                let req = match body {
+                    Some(body) => http.post(url).json(&body(&device)),
+                    None => http.get(url),
+                };
+                req.bearer_auth(&device.key)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        }
+    };
+
+    let livez = run(
+        "baseline: GET /livez (REST)",
+        seconds,
+        concurrency,
+        0,
+        rest("/livez", None),
+    )
+    .await;
+    let config = run(
+        "GET /config (REST)",
+        seconds,
+        concurrency,
+        0,
+        rest("/api/public/v1/config", None),
+    )
+    .await;
+    let hb_rest = run(
+        "POST /heartbeat (REST)",
+        seconds,
+        concurrency,
+        0,
+        rest(
+            "/api/public/v1/heartbeat",
+            Some(|_| json!({"uptime_seconds": 1})),
+        ),
+    )
+    .await;
+    let one_rest = run(
+        "POST /sensors, 1 reading (REST)",
+        seconds,
+        concurrency,
+        1,
+        rest("/api/public/v1/sensors", Some(|d| readings(d, 1))),
+    )
+    .await;
+    let fifty_rest = run(
+        "POST /sensors, 50 readings (REST)",
+        seconds,
+        concurrency,
+        50,
+        rest("/api/public/v1/sensors", Some(|d| readings(d, 50))),
+    )
+    .await;
+
+    let channel = tonic::transport::Channel::from_shared(base.clone())?
+        .connect()
+        .await?;
+    let grpc = |batch: usize| {
+        let (channel, devices) = (channel.clone(), devices.clone());
+        move |client: usize| {
+            let mut c = proto::device_service_client::DeviceServiceClient::new(channel.clone());
+            let device = devices[client].clone();
+            async move {
+                let mut req = tonic::Request::new(proto::PushSensorsRequest {
+                    readings: grpc_readings(&device, batch),
+                });
+                let bearer = format!("Bearer {}", device.key).parse().expect("ascii");
+                req.metadata_mut().insert("authorization", bearer);
+                c.push_sensors(req).await.is_ok()
+            }
+        }
+    };
+    let hb_grpc = {
+        let (channel, devices) = (channel.clone(), devices.clone());
+        run(
+            "Heartbeat (gRPC)",
+            seconds,
+            concurrency,
+            0,
+            move |client: usize| {
+                let mut c = proto::device_service_client::DeviceServiceClient::new(channel.clone());
+                let device = devices[client].clone();
+                async move {
+                    let mut req = tonic::Request::new(proto::HeartbeatRequest {
+                        uptime_seconds: Some(1),
+                        ..Default::default()
+                    });
+                    let bearer = format!("Bearer {}", device.key).parse().expect("ascii");
+                    req.metadata_mut().insert("authorization", bearer);
+                    c.heartbeat(req).await.is_ok()
+                }
+            },
+        )
+        .await
+    };
+    let one_grpc = run(
+        "PushSensors, 1 reading (gRPC)",
+        seconds,
+        concurrency,
+        1,
+        grpc(1),
+    )
+    .await;
+    let fifty_grpc = run(
+        "PushSensors, 50 readings (gRPC)",
+        seconds,
+        concurrency,
+        50,
+        grpc(50),
+    )
+    .await;
+
+    let org_id = devices[0].org_id;
+    let ids: Vec<uuid::Uuid> = devices.iter().map(|d| d.id).collect();
+    let raw_rows =
+        raw::insert_rows(&app.core.store, org_id, &ids, seconds, concurrency * 50).await?;
+    println!(
+        "{:<44} {:>10} {:>12.0}",
+        "baseline: raw insert of the same rows", "", raw_rows
+    );
+
+    let ratio = |o: &Outcome, base: f64| o.rate / base;
+    let rows = |o: &Outcome| o.rows / raw_rows;
+    println!("\nratios against the baselines (higher is better):");
+    println!(
+        "  config (REST) ÷ livez                 {:.2}",
+        ratio(&config, livez.rate)
+    );
+    println!(
+        "  heartbeat (REST) ÷ livez              {:.2}",
+        ratio(&hb_rest, livez.rate)
+    );
+    println!(
+        "  heartbeat (gRPC) ÷ livez              {:.2}",
+        ratio(&hb_grpc, livez.rate)
+    );
+    println!(
+        "  1-reading sensors (REST) ÷ livez      {:.2}",
+        ratio(&one_rest, livez.rate)
+    );
+    println!(
+        "  1-reading sensors (gRPC) ÷ livez      {:.2}",
+        ratio(&one_grpc, livez.rate)
+    );
+    println!(
+        "  50-reading sensors (REST) ÷ raw rows  {:.2}",
+        rows(&fifty_rest)
+    );
+    println!(
+        "  50-reading sensors (gRPC) ÷ raw rows  {:.2}",
+        rows(&fifty_grpc)
+    );
+    println!(
+        "credential lookups that reached the database: {}",
+        app.auth_db_lookups()
+    );
+    Ok(())
+}
+
+fn next_seqs(d: &Device, n: usize) -> u64 {
+    d.seq.fetch_add(n as u64, Ordering::Relaxed)
+}
+
+fn readings(d: &Device, n: usize) -> serde_json::Value {
+    let first = next_seqs(d, n);
+    let readings: Vec<_> = (0..n as u64)
+        .map(|i| json!({"sensor_type": "temperature", "value": 21.5, "seq": first + i}))
+        .collect();
+    json!({ "readings": readings })
+}
+
+fn grpc_readings(d: &Device, n: usize) -> Vec<proto::SensorReading> {
+    let first = next_seqs(d, n);
+    (0..n as u64)
+        .map(|i| proto::SensorReading {
+            sensor_type: "temperature".into(),
+            value: Some(21.5),
+            seq: Some(first + i),
+            ..Default::default()
+        })
+        .collect()
+}

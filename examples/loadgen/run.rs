@@ -1,0 +1,78 @@
+//! One timed scenario: `concurrency` clients, each calling its request in
+//! a loop until the time is up; rates and latency percentiles.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+pub struct Outcome {
+    /// Successful requests per second.
+    pub rate: f64,
+    /// Readings per second (rate × readings per request).
+    pub rows: f64,
+}
+
+pub async fn run<F, Fut>(
+    label: &str,
+    seconds: u64,
+    concurrency: usize,
+    rows_per_request: usize,
+    make: F,
+) -> Outcome
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for client in 0..concurrency {
+        let make = make.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if make(client).await {
+                    ok += 1;
+                    latencies.push(sent.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed, latencies)
+        }));
+    }
+    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+    for w in workers {
+        let (o, f, l) = w.await.expect("a worker");
+        ok += o;
+        failed += f;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let rate = ok as f64 / elapsed;
+    let rows = rate * rows_per_request as f64;
+    let fails = if failed > 0 {
+        format!("  ({failed} failed)")
+    } else {
+        String::new()
+    };
+    println!(
+        "{label:<44} {rate:>10.0} {:>12} {:>9.2} {:>9.2}{fails}",
+        if rows_per_request > 0 {
+            format!("{rows:.0}")
+        } else {
+            String::new()
+        },
+        pct(0.5),
+        pct(0.99)
+    );
+    Outcome { rate, rows }
+}
