@@ -257,3 +257,39 @@ async fn deleting_a_rule_resolves_its_alerts() {
     assert_eq!(rules.body["alert_rules"], json!([]));
     assert!(reading(&s, &key, 9.0, now_ms() + 1).await.is_empty());
 }
+
+#[tokio::test]
+async fn two_replicas_evaluating_at_once_open_one_alert() {
+    let a = common::start().await;
+    let Some(b) = common::start_replica(&a).await else {
+        return;
+    };
+    let (_, key) = a.paired_device("cam").await;
+    rule(
+        &a,
+        json!({"name": "hot", "sensor_type": "temperature", "op": ">", "threshold": 30}),
+    )
+    .await;
+    let t = now_ms();
+    // The same device, the same moment, through both replicas, many times.
+    let mut tries = Vec::new();
+    for i in 0..10 {
+        for s in [&a, &b] {
+            let (http, base, key) = (s.http.clone(), s.base.clone(), key.clone());
+            tries.push(tokio::spawn(async move {
+                http.post(format!("{base}/api/public/v1/sensors"))
+                    .bearer_auth(key)
+                    .json(&json!({"readings": [{"sensor_type": "temperature", "value": 40, "ts": t + i}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+    }
+    for t in tries {
+        assert!(t.await.unwrap().is_success());
+    }
+    let open = alerts(&a).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+}
