@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_foundation;
 mod m20261126_000001_indexes;
 mod m20261126_000002_ingest;
+mod m20261126_000003_commands;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_foundation::Migration),
             Box::new(m20261126_000001_indexes::Migration),
             Box::new(m20261126_000002_ingest::Migration),
+            Box::new(m20261126_000003_commands::Migration),
         ]
     }
 }

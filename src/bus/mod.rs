@@ -30,8 +30,13 @@ pub enum Event {
     DeviceKeysChanged { device_id: Uuid },
     /// An organization API key was deleted.
     ApiKeyChanged { key_id: Uuid },
-    /// A command was queued for the device.
+    /// A command was queued for the device (its waiters claim it).
     CommandQueued { device_id: Uuid },
+    /// A command's status changed (admin watchers re-read it).
+    CommandChanged { org_id: Uuid, command_id: Uuid },
+    /// A device started waiting for commands (a poll or a stream) here:
+    /// its earlier waiter, on any replica, ends.
+    WaiterStarted { device_id: Uuid, waiter: Uuid },
     /// A device's own settings changed (name, group, location, tags).
     DeviceChanged { device_id: Uuid },
     /// A model deployment of the organization changed.
@@ -59,11 +64,13 @@ impl Event {
             | Event::PlacesChanged { org_id }
             | Event::SensorTypesChanged { org_id }
             | Event::AlertRulesChanged { org_id }
-            | Event::AlertChanged { org_id, .. } => Some(*org_id),
+            | Event::AlertChanged { org_id, .. }
+            | Event::CommandChanged { org_id, .. } => Some(*org_id),
             Event::DeviceKeysChanged { .. }
             | Event::ApiKeyChanged { .. }
             | Event::CommandQueued { .. }
             | Event::DeviceChanged { .. }
+            | Event::WaiterStarted { .. }
             | Event::Resync => None,
         }
     }
@@ -73,13 +80,15 @@ impl Event {
         match self {
             Event::DeviceKeysChanged { device_id }
             | Event::CommandQueued { device_id }
-            | Event::DeviceChanged { device_id } => Some(*device_id),
+            | Event::DeviceChanged { device_id }
+            | Event::WaiterStarted { device_id, .. } => Some(*device_id),
             Event::ApiKeyChanged { .. }
             | Event::DeploymentChanged { .. }
             | Event::PlacesChanged { .. }
             | Event::SensorTypesChanged { .. }
             | Event::AlertRulesChanged { .. }
             | Event::AlertChanged { .. }
+            | Event::CommandChanged { .. }
             | Event::Resync => None,
         }
     }
@@ -99,7 +108,7 @@ struct Inner {
     /// Whether events cross replicas (PostgreSQL).
     shared: bool,
     handlers: RwLock<Vec<Handler>>,
-    devices: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    devices: Mutex<HashMap<Uuid, watch::Sender<DeviceSignal>>>,
     /// Whether the cross-replica listener is connected.
     listening: watch::Sender<bool>,
     /// Every delivered event, for subscribers that filter for themselves
@@ -151,7 +160,7 @@ impl Bus {
         let mut devices = self.inner.devices.lock().expect("bus devices");
         let sender = devices
             .entry(device_id)
-            .or_insert_with(|| watch::channel(0).0);
+            .or_insert_with(|| watch::channel(DeviceSignal::default()).0);
         DeviceWatch {
             receiver: sender.subscribe(),
             device_id,
@@ -177,10 +186,15 @@ impl Bus {
         let devices = self.inner.devices.lock().expect("bus devices");
         for event in events {
             match (event, event.device()) {
-                (Event::Resync, _) => devices.values().for_each(|w| w.send_modify(|v| *v += 1)),
+                (Event::Resync, _) => devices.values().for_each(|w| {
+                    w.send_modify(|s| {
+                        s.events += 1;
+                        s.keys_changed += 1;
+                    })
+                }),
                 (_, Some(id)) => {
                     if let Some(w) = devices.get(&id) {
-                        w.send_modify(|v| *v += 1);
+                        w.send_modify(|s| s.note(event));
                     }
                 }
                 (_, None) => {}
@@ -208,20 +222,48 @@ impl Bus {
     }
 }
 
+/// What happened to a device, as counters a waiter compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceSignal {
+    /// Every event for the device.
+    pub events: u64,
+    /// Its keys changed (or events may have been missed).
+    pub keys_changed: u64,
+    /// The latest device waiter to start, on any replica.
+    pub waiter: Option<Uuid>,
+}
+
+impl DeviceSignal {
+    fn note(&mut self, event: &Event) {
+        self.events += 1;
+        match event {
+            Event::DeviceKeysChanged { .. } => self.keys_changed += 1,
+            Event::WaiterStarted { waiter, .. } => self.waiter = Some(*waiter),
+            _ => {}
+        }
+    }
+}
+
 /// A waiter for one device's events. Dropping the last one for a device
 /// frees its slot, so the registry holds only devices being waited on.
 pub struct DeviceWatch {
-    receiver: watch::Receiver<u64>,
+    receiver: watch::Receiver<DeviceSignal>,
     device_id: Uuid,
     bus: Bus,
 }
 
 impl DeviceWatch {
     /// Returns at the next event for the device after this watch was made
-    /// (or after the previous `changed`).
-    pub async fn changed(&mut self) {
+    /// (or after the previous `changed`), with the device's signal.
+    pub async fn changed(&mut self) -> DeviceSignal {
         // The sender lives in the registry while any watch exists.
         let _ = self.receiver.changed().await;
+        *self.receiver.borrow_and_update()
+    }
+
+    /// The device's signal now.
+    pub fn current(&self) -> DeviceSignal {
+        *self.receiver.borrow()
     }
 }
 

@@ -57,6 +57,8 @@ impl ConfigCache {
             Event::Resync => entries.clear(),
             Event::ApiKeyChanged { .. }
             | Event::CommandQueued { .. }
+            | Event::CommandChanged { .. }
+            | Event::WaiterStarted { .. }
             | Event::AlertRulesChanged { .. }
             | Event::AlertChanged { .. } => {}
         }

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod clock;
+pub mod commands;
 pub mod config_cache;
 pub mod device_ops;
 pub mod devices;

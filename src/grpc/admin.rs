@@ -350,21 +350,37 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::CreateCommandRequest>,
     ) -> Reply<proto::CommandStatus> {
-        not_yet(require_write(credential(&req)).map(|_| ()), "CreateCommand")
+        super::commands::create(&self.app, req).await
     }
 
     async fn list_commands(
         &self,
         req: Request<proto::ListCommandsRequest>,
     ) -> Reply<proto::ListCommandsResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListCommands")
+        super::commands::list(&self.app, req).await
     }
 
     async fn get_command(
         &self,
         req: Request<proto::GetCommandRequest>,
     ) -> Reply<proto::CommandStatus> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "GetCommand")
+        super::commands::get(&self.app, req).await
+    }
+
+    async fn cancel_command(
+        &self,
+        req: Request<proto::CancelCommandRequest>,
+    ) -> Reply<proto::CommandStatus> {
+        super::commands::cancel(&self.app, req).await
+    }
+
+    type WatchCommandsStream = BoxStream<proto::CommandStatus>;
+
+    async fn watch_commands(
+        &self,
+        req: Request<proto::WatchCommandsRequest>,
+    ) -> Reply<Self::WatchCommandsStream> {
+        super::commands::watch(self.app.clone(), req).await
     }
 
     async fn get_readings(

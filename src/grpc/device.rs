@@ -262,21 +262,21 @@ impl DeviceService for DeviceApi {
         &self,
         req: Request<proto::PollCommandsRequest>,
     ) -> Reply<proto::PollCommandsResponse> {
-        not_yet(credential(&req), "PollCommands")
+        super::commands::poll(&self.app, req).await
     }
 
     async fn stream_commands(
         &self,
         req: Request<proto::StreamCommandsRequest>,
     ) -> Reply<Self::StreamCommandsStream> {
-        not_yet(credential(&req), "StreamCommands")
+        super::commands::stream(self.app.clone(), req).await
     }
 
     async fn ack_command(
         &self,
         req: Request<proto::AckCommandRequest>,
     ) -> Reply<proto::AckCommandResponse> {
-        not_yet(credential(&req), "AckCommand")
+        super::commands::ack(&self.app, req).await
     }
 }
 

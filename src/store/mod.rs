@@ -113,6 +113,18 @@ impl Store {
         Ok(BatchTx { tx, scoped: None })
     }
 
+    /// Announces `event` now, outside any transaction: to this process, and
+    /// on PostgreSQL to every other replica.
+    pub async fn announce(&self, event: Event) -> Result<()> {
+        if self.bus.is_shared() {
+            let tx = self.db.begin().await?;
+            bus::postgres::notify(&tx, self.bus.replica(), event).await?;
+            tx.commit().await?;
+        }
+        self.bus.deliver(&[event]);
+        Ok(())
+    }
+
     /// Connections in the pool: (open, idle).
     pub fn pool_connections(&self) -> (u32, usize) {
         match self.db.get_database_backend() {

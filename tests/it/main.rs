@@ -6,6 +6,7 @@ mod common;
 mod alerts;
 mod api_keys;
 mod auth;
+mod commands;
 mod connections;
 mod contract;
 mod crash;

@@ -257,7 +257,7 @@ async fn routes_not_implemented_yet_still_authenticate_first() {
         .post("/api/public/v1/captures", Some(&s.owner_key), json!({}))
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    let a = s.get("/api/public/v1/commands?wait=0", Some(&key)).await;
+    let a = s.get("/api/public/v1/model", Some(&key)).await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
 }
 

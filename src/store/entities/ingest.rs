@@ -216,3 +216,34 @@ pub mod webhook_delivery {
     }
     crate::no_relations!();
 }
+
+pub mod command {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "commands")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub org_id: Uuid,
+        pub device_id: Uuid,
+        #[sea_orm(column_name = "type")]
+        pub kind: String,
+        /// JSON object, or null.
+        pub payload: Option<String>,
+        pub status: String,
+        /// Deliveries so far (1 on the first).
+        pub attempt: i32,
+        pub max_attempts: i32,
+        /// Until when the current delivery is the device's to acknowledge.
+        pub lease_until_ms: Option<i64>,
+        pub expires_ms: i64,
+        pub idempotency_key: Option<String>,
+        pub deployment_id: Option<Uuid>,
+        /// JSON object the device acknowledged with, or null.
+        pub result: Option<String>,
+        pub message: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    crate::no_relations!();
+}

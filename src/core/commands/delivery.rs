@@ -1,0 +1,212 @@
+//! Delivering commands to a device: claim what is deliverable (in queue
+//! order), else wait for the bus to say something was queued for the
+//! device (or for the earliest lease to run out), never on a timer.
+//!
+//! A device has one waiter at a time: a new poll or stream announces
+//! itself on the bus and every earlier one, on any replica, ends. A waiter
+//! also ends when the device's keys change (its key may be revoked: the
+//! device must authenticate again) and at shutdown.
+
+use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::{DELIVERED, EXPIRED, FAILED, LEASE, OPEN, QUEUED};
+use crate::{
+    auth::DevicePrincipal,
+    bus::{DeviceWatch, Event},
+    core::{Core, new_id},
+    error::{Error, Result},
+    store::entities::{command, device_key},
+};
+
+/// Most commands one delivery hands over.
+pub const MAX_PER_DELIVERY: u64 = 100;
+
+/// Claims the device's deliverable commands as new attempts, in queue
+/// order. With `reclaim`, commands delivered but not acknowledged are
+/// delivered again at once (a stream reconnecting) instead of after their
+/// lease. Also expires and fails what is due. Returns the claimed commands
+/// and when the next lease runs out.
+pub async fn claim(
+    core: &Core,
+    who: &DevicePrincipal,
+    reclaim: bool,
+) -> Result<(Vec<command::Model>, Option<i64>)> {
+    let now = core.clock.now();
+    let now_ms = now.timestamp_millis();
+    let mut tx = core.store.org_tx(who.org_id).await?;
+    let open = command::Entity::find()
+        .filter(command::Column::OrgId.eq(who.org_id))
+        .filter(command::Column::DeviceId.eq(who.device_id))
+        .filter(command::Column::Status.is_in(OPEN))
+        .order_by_asc(command::Column::Id)
+        .limit(MAX_PER_DELIVERY)
+        .all(tx.conn())
+        .await?;
+    let mut claimed = Vec::new();
+    let mut next_lease: Option<i64> = None;
+    for c in open {
+        let leased = c.status != QUEUED && c.lease_until_ms.is_some_and(|l| l > now_ms);
+        let (status, message) = if c.expires_ms <= now_ms {
+            (EXPIRED, None)
+        } else if leased && !reclaim {
+            let until = c.lease_until_ms.unwrap_or(now_ms);
+            next_lease = Some(next_lease.map_or(until, |n| Ord::min(n, until)));
+            continue;
+        } else if c.attempt >= c.max_attempts {
+            (
+                FAILED,
+                Some(format!("not acknowledged after {} deliveries", c.attempt)),
+            )
+        } else {
+            (DELIVERED, None)
+        };
+        // Claimed only if nobody changed it since it was read.
+        let mut update = command::Entity::update_many()
+            .col_expr(command::Column::Status, status.into())
+            .col_expr(command::Column::UpdatedAt, now.into())
+            .filter(command::Column::Id.eq(c.id))
+            .filter(command::Column::Attempt.eq(c.attempt))
+            .filter(command::Column::Status.eq(c.status.as_str()));
+        if status == DELIVERED {
+            update = update
+                .col_expr(
+                    command::Column::Attempt,
+                    command::Column::Attempt.into_expr().add(1),
+                )
+                .col_expr(
+                    command::Column::LeaseUntilMs,
+                    Some(now_ms + LEASE.as_millis() as i64).into(),
+                );
+            let until = now_ms + LEASE.as_millis() as i64;
+            next_lease = Some(next_lease.map_or(until, |n| Ord::min(n, until)));
+        } else {
+            update = update
+                .col_expr(command::Column::LeaseUntilMs, Option::<i64>::None.into())
+                .col_expr(command::Column::Message, message.clone().into());
+        }
+        if update.exec(tx.conn()).await?.rows_affected != 1 {
+            continue;
+        }
+        tx.publish(Event::CommandChanged {
+            org_id: c.org_id,
+            command_id: c.id,
+        })
+        .await?;
+        if status == DELIVERED {
+            let mut delivered = c;
+            delivered.status = DELIVERED.into();
+            delivered.attempt += 1;
+            delivered.lease_until_ms = Some(now_ms + LEASE.as_millis() as i64);
+            claimed.push(delivered);
+        }
+    }
+    tx.commit().await?;
+    Ok((claimed, next_lease))
+}
+
+/// Why a waiter stopped waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Something may be deliverable: claim again.
+    Claim,
+    /// The wait is over (deadline, replaced by a newer waiter, shutdown).
+    Done,
+}
+
+/// One device's waiter: announces itself (ending earlier ones) and waits
+/// for the device's events.
+pub struct Waiter {
+    id: Uuid,
+    watch: DeviceWatch,
+    keys_seen: u64,
+    who: DevicePrincipal,
+}
+
+impl Waiter {
+    /// Starts waiting for `who`'s commands, ending its earlier waiter.
+    pub async fn start(core: &Core, who: DevicePrincipal) -> Result<Self> {
+        // Watch before announcing and claiming, so nothing falls between.
+        let watch = core.bus.watch_device(who.device_id);
+        let keys_seen = watch.current().keys_changed;
+        let id = new_id();
+        core.store
+            .announce(Event::WaiterStarted {
+                device_id: who.device_id,
+                waiter: id,
+            })
+            .await?;
+        Ok(Self {
+            id,
+            watch,
+            keys_seen,
+            who,
+        })
+    }
+
+    /// Waits until something may be deliverable, `until` (a lease running
+    /// out), or the end. A revoked or expired key is `Unauthenticated`.
+    pub async fn wait(&mut self, core: &Core, until: Option<Duration>) -> Result<Wake> {
+        let sleep = async {
+            match until {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let signal = tokio::select! {
+            signal = self.watch.changed() => signal,
+            () = sleep => return Ok(Wake::Claim),
+            () = core.shutdown.cancelled() => return Ok(Wake::Done),
+        };
+        if signal.waiter.is_some_and(|w| w != self.id) {
+            return Ok(Wake::Done);
+        }
+        if signal.keys_changed != self.keys_seen {
+            self.keys_seen = signal.keys_changed;
+            if !key_is_valid(core, &self.who).await? {
+                return Err(Error::Unauthenticated(
+                    "the device key was revoked or rotated".into(),
+                ));
+            }
+        }
+        Ok(Wake::Claim)
+    }
+}
+
+async fn key_is_valid(core: &Core, who: &DevicePrincipal) -> Result<bool> {
+    let now = core.clock.now();
+    let key = device_key::Entity::find_by_id(who.key_id)
+        .one(core.store.unscoped())
+        .await?;
+    Ok(key.is_some_and(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| now < e)))
+}
+
+/// The long poll: deliverable commands at once, else waits up to `wait`
+/// for one to be queued (an empty list when nothing comes).
+pub async fn poll(
+    core: &Core,
+    who: DevicePrincipal,
+    wait: Duration,
+) -> Result<Vec<command::Model>> {
+    let mut waiter = Waiter::start(core, who).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (claimed, next_lease) = claim(core, &who, false).await?;
+        if !claimed.is_empty() {
+            return Ok(claimed);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Vec::new());
+        }
+        let mut until = deadline - now;
+        if let Some(lease) = next_lease {
+            let left = lease - core.clock.now().timestamp_millis();
+            until = until.min(Duration::from_millis(u64::try_from(left).unwrap_or(0) + 1));
+        }
+        if waiter.wait(core, Some(until)).await? == Wake::Done {
+            return Ok(Vec::new());
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The command queue. One row per command; its status is a state machine:
+//!
+//! ```text
+//! queued → delivered (leased) → received (lease extended) → succeeded | failed
+//!        ↘ cancelled (admin, while queued)     any open state → expired (TTL)
+//! ```
+//!
+//! A delivery leases the command ([`LEASE`]); one not acknowledged within
+//! its lease is delivered again as attempt + 1, until `max_attempts`, then
+//! it is failed. Past its TTL it is expired and never delivered again.
+//! Deliveries are claimed with a conditional update (`attempt` as it was
+//! read), so two replicas or two polls never deliver the same attempt.
+//! Queueing announces the command on the bus: waiting devices are woken at
+//! once, on every replica (see [`delivery`]).
+
+pub mod delivery;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::{Core, devices, new_id, page::PageRequest, validate};
+use crate::{
+    auth::{DevicePrincipal, OrgRead, OrgWrite},
+    bus::Event,
+    error::{Error, Result},
+    store::{OrgTx, entities::command},
+};
+
+pub const QUEUED: &str = "queued";
+pub const DELIVERED: &str = "delivered";
+pub const RECEIVED: &str = "received";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+pub const EXPIRED: &str = "expired";
+pub const CANCELLED: &str = "cancelled";
+/// States a command can still leave.
+pub const OPEN: [&str; 3] = [QUEUED, DELIVERED, RECEIVED];
+
+/// How long a delivery is the device's to acknowledge.
+pub const LEASE: Duration = Duration::from_secs(60);
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+pub struct NewCommand {
+    pub kind: String,
+    pub payload: Option<serde_json::Value>,
+    pub ttl_seconds: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub idempotency_key: Option<String>,
+    pub deployment_id: Option<Uuid>,
+}
+
+/// Queues a command for the device (the `id` of the path); a repeated
+/// idempotency key answers the command queued the first time.
+pub async fn enqueue(
+    core: &Core,
+    access: &OrgWrite,
+    device: &str,
+    input: NewCommand,
+) -> Result<command::Model> {
+    let mut tx = core.store.org_tx(access.org_id()).await?;
+    let device = devices::find(&tx, device).await?;
+    let queued = enqueue_in(core, &mut tx, device.id, input).await?;
+    tx.commit().await?;
+    Ok(queued)
+}
+
+/// [`enqueue`] inside a transaction of the device's organization (a
+/// deployment queues one per device).
+pub async fn enqueue_in(
+    core: &Core,
+    tx: &mut OrgTx,
+    device_id: Uuid,
+    input: NewCommand,
+) -> Result<command::Model> {
+    let key = input
+        .idempotency_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
+    if let Some(key) = &key {
+        let earlier = command::Entity::find()
+            .filter(command::Column::OrgId.eq(tx.org_id()))
+            .filter(command::Column::DeviceId.eq(device_id))
+            .filter(command::Column::IdempotencyKey.eq(key.as_str()))
+            .one(tx.conn())
+            .await?;
+        if let Some(earlier) = earlier {
+            return Ok(earlier);
+        }
+    }
+    let payload = match input.payload {
+        None => None,
+        Some(p @ serde_json::Value::Object(_)) => Some(p.to_string()),
+        Some(_) => return Err(Error::invalid("payload must be an object")),
+    };
+    let now = core.clock.now();
+    let ttl = input
+        .ttl_seconds
+        .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.into()));
+    let queued = command::Entity::insert(command::ActiveModel {
+        id: Set(new_id()),
+        org_id: Set(tx.org_id()),
+        device_id: Set(device_id),
+        kind: Set(input.kind.trim().to_owned()),
+        payload: Set(payload),
+        status: Set(QUEUED.into()),
+        attempt: Set(0),
+        max_attempts: Set(
+            i32::try_from(input.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)).unwrap_or(i32::MAX),
+        ),
+        lease_until_ms: Set(None),
+        expires_ms: Set(now.timestamp_millis() + ttl.as_millis() as i64),
+        idempotency_key: Set(key),
+        deployment_id: Set(input.deployment_id),
+        result: Set(None),
+        message: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(tx.conn())
+    .await?;
+    tx.publish(Event::CommandQueued { device_id }).await?;
+    tx.publish(Event::CommandChanged {
+        org_id: tx.org_id(),
+        command_id: queued.id,
+    })
+    .await?;
+    Ok(queued)
+}
+
+pub async fn list(
+    core: &Core,
+    access: &OrgRead,
+    device: &str,
+    status: Option<&str>,
+    page: PageRequest,
+) -> Result<(Vec<command::Model>, String)> {
+    let tx = core.store.org_read(access.org_id()).await?;
+    let device = devices::find(&tx, device).await?;
+    let mut select = command::Entity::find()
+        .filter(command::Column::OrgId.eq(tx.org_id()))
+        .filter(command::Column::DeviceId.eq(device.id));
+    if let Some(status) = status.filter(|s| !s.is_empty()) {
+        select = select.filter(command::Column::Status.eq(status));
+    }
+    let out = page
+        .fetch(select, command::Column::Id, tx.conn(), |m| m.id)
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub async fn get(core: &Core, access: &OrgRead, id: &str) -> Result<command::Model> {
+    let id = validate::path_id("command", id)?;
+    let tx = core.store.org_read(access.org_id()).await?;
+    let found = find(&tx, id).await?;
+    tx.commit().await?;
+    Ok(found)
+}
+
+async fn find(tx: &OrgTx, id: Uuid) -> Result<command::Model> {
+    command::Entity::find_by_id(id)
+        .filter(command::Column::OrgId.eq(tx.org_id()))
+        .one(tx.conn())
+        .await?
+        .ok_or_else(|| Error::not_found("command"))
+}
+
+/// Cancels a queued command; one already delivered (or done) is 409.
+pub async fn cancel(core: &Core, access: &OrgWrite, id: &str) -> Result<command::Model> {
+    let id = validate::path_id("command", id)?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
+    let found = find(&tx, id).await?;
+    if found.status == CANCELLED {
+        tx.commit().await?;
+        return Ok(found);
+    }
+    if found.status != QUEUED {
+        return Err(Error::FailedPrecondition(format!(
+            "only a queued command can be cancelled; this one is {}",
+            found.status
+        )));
+    }
+    let updated = set_status(core, &mut tx, found, CANCELLED, None).await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+async fn set_status(
+    core: &Core,
+    tx: &mut OrgTx,
+    c: command::Model,
+    status: &str,
+    lease_until_ms: Option<i64>,
+) -> Result<command::Model> {
+    let mut active: command::ActiveModel = c.into();
+    active.status = Set(status.into());
+    active.lease_until_ms = Set(lease_until_ms);
+    active.updated_at = Set(core.clock.now());
+    let updated = active.update(tx.conn()).await?;
+    tx.publish(Event::CommandChanged {
+        org_id: updated.org_id,
+        command_id: updated.id,
+    })
+    .await?;
+    Ok(updated)
+}
+
+pub struct Ack {
+    /// "succeeded" (default), "failed" or "received".
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub result: Option<serde_json::Value>,
+}
+
+/// The device acknowledges a command: repeating the same acknowledgement
+/// answers the same; an expired command is 409; another device's is 404.
+pub async fn ack(core: &Core, who: &DevicePrincipal, id: &str, ack: Ack) -> Result<command::Model> {
+    let id = validate::path_id("command", id)?;
+    let want = ack.status.unwrap_or_else(|| SUCCEEDED.into());
+    let mut tx = core.store.org_tx(who.org_id).await?;
+    let found = find(&tx, id).await?;
+    if found.device_id != who.device_id {
+        return Err(Error::not_found("command"));
+    }
+    let now = core.clock.now();
+    let expired = found.status == EXPIRED
+        || (OPEN.contains(&found.status.as_str()) && found.expires_ms <= now.timestamp_millis());
+    if expired {
+        if found.status != EXPIRED {
+            set_status(core, &mut tx, found, EXPIRED, None).await?;
+            tx.commit().await?;
+        }
+        return Err(Error::FailedPrecondition("the command expired".into()));
+    }
+    match found.status.as_str() {
+        s if s == want && s != RECEIVED => {
+            // The same final acknowledgement again: the same answer.
+            tx.commit().await?;
+            Ok(found)
+        }
+        SUCCEEDED | FAILED | CANCELLED => Err(Error::FailedPrecondition(format!(
+            "the command is already {}",
+            found.status
+        ))),
+        _ if want == RECEIVED => {
+            let lease = now.timestamp_millis() + LEASE.as_millis() as i64;
+            let updated = set_status(core, &mut tx, found, RECEIVED, Some(lease)).await?;
+            tx.commit().await?;
+            Ok(updated)
+        }
+        _ => {
+            let mut active: command::ActiveModel = found.into();
+            active.result = Set(ack.result.map(|r| r.to_string()));
+            active.message = Set(ack.message);
+            let recorded = active.update(tx.conn()).await?;
+            let updated = set_status(core, &mut tx, recorded, &want, None).await?;
+            tx.commit().await?;
+            Ok(updated)
+        }
+    }
+}
+
+/// Unix milliseconds as a time.
+pub fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

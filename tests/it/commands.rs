@@ -1,0 +1,375 @@
+//! The command queue: long polls and streams woken the moment a command is
+//! queued, leases and redelivery, attempts and TTL, idempotent acks, one
+//! waiter per device, and nothing lost across a restart.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use swrm::proto;
+
+use crate::common;
+
+async fn queue(s: &common::TestServer, device: &str, body: Value) -> Value {
+    let a = s
+        .post(
+            &format!("/api/v1/devices/{device}/commands"),
+            Some(&s.owner_key),
+            body,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    a.body
+}
+
+async fn poll(s: &common::TestServer, key: &str, wait: u32) -> Vec<Value> {
+    let a = s
+        .get(&format!("/api/public/v1/commands?wait={wait}"), Some(key))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    a.body["commands"].as_array().unwrap().clone()
+}
+
+async fn ack(s: &common::TestServer, key: &str, id: &str, body: Value) -> common::Answer {
+    s.post(
+        &format!("/api/public/v1/commands/{id}/ack"),
+        Some(key),
+        body,
+    )
+    .await
+}
+
+async fn status(s: &common::TestServer, id: &str) -> Value {
+    s.get(&format!("/api/v1/commands/{id}"), Some(&s.owner_key))
+        .await
+        .body
+}
+
+#[tokio::test]
+async fn a_long_poll_returns_the_moment_a_command_is_queued() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait=20"))
+            .bearer_auth(k)
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status(),
+            res.json::<Value>().await.unwrap(),
+            started.elapsed(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = queue(&s, &id, json!({"type": "reboot", "payload": {"delay": 5}})).await;
+    assert_eq!(queued["status"], "queued");
+    let (code, body, took) = waiting.await.unwrap();
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        took < Duration::from_secs(3),
+        "woken at once, not after the wait: {took:?}"
+    );
+    let commands = body["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1);
+    assert_eq!(commands[0]["id"], queued["id"]);
+    assert_eq!(commands[0]["type"], "reboot");
+    assert_eq!(commands[0]["attempt"], 1);
+    assert_eq!(commands[0]["payload"]["delay"].as_f64(), Some(5.0));
+    // Pending commands answer at once, in queue order.
+    let first = queue(&s, &id, json!({"type": "a"})).await;
+    let second = queue(&s, &id, json!({"type": "b"})).await;
+    let started = Instant::now();
+    let got = poll(&s, &key, 20).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["id"], first["id"]);
+    assert_eq!(got[1]["id"], second["id"]);
+    // Nothing pending: wait=0 answers an empty list at once.
+    assert!(poll(&s, &key, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn unacknowledged_commands_come_back_until_they_fail_or_expire() {
+    let s = common::start_with_clock(|_| {}).await;
+    let (id, key) = s.paired_device("cam").await;
+    let c = queue(&s, &id, json!({"type": "x", "max_attempts": 2})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(poll(&s, &key, 0).await[0]["attempt"], 1);
+    assert!(poll(&s, &key, 0).await.is_empty(), "leased");
+    assert_eq!(status(&s, &cid).await["status"], "delivered");
+    s.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        poll(&s, &key, 0).await[0]["attempt"],
+        2,
+        "the lease ran out"
+    );
+    s.clock.advance(Duration::from_secs(61));
+    assert!(poll(&s, &key, 0).await.is_empty());
+    let failed = status(&s, &cid).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["attempt"], 2);
+
+    let c = queue(&s, &id, json!({"type": "y", "ttl_seconds": 30})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    s.clock.advance(Duration::from_secs(31));
+    assert!(poll(&s, &key, 0).await.is_empty(), "past its TTL");
+    assert_eq!(status(&s, &cid).await["status"], "expired");
+    let a = ack(&s, &key, &cid, json!({})).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.error_code(), "failed_precondition");
+}
+
+#[tokio::test]
+async fn acks_are_idempotent_and_received_extends_the_lease() {
+    let s = common::start_with_clock(|_| {}).await;
+    let (id, key) = s.paired_device("cam").await;
+    let c = queue(&s, &id, json!({"type": "update"})).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    poll(&s, &key, 0).await;
+    s.clock.advance(Duration::from_secs(30));
+    let a = ack(&s, &key, &cid, json!({"status": "received"})).await;
+    assert_eq!(a.body, json!({"id": cid, "status": "received"}));
+    s.clock.advance(Duration::from_secs(45));
+    assert!(
+        poll(&s, &key, 0).await.is_empty(),
+        "the lease was extended at 30 s"
+    );
+    let done = ack(
+        &s,
+        &key,
+        &cid,
+        json!({"status": "succeeded", "message": "ok", "result": {"exit": 0}}),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(done.body, json!({"id": cid, "status": "succeeded"}));
+    let again = ack(&s, &key, &cid, json!({"status": "succeeded"})).await;
+    assert_eq!(again.body, done.body, "the same ack, the same answer");
+    let other = ack(&s, &key, &cid, json!({"status": "failed"})).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    let seen = status(&s, &cid).await;
+    assert_eq!(seen["result"]["exit"].as_f64(), Some(0.0));
+    assert_eq!(seen["message"], "ok");
+    // Another device's command is not found.
+    let (_, other_key) = s.paired_device("cam-2").await;
+    assert_eq!(
+        ack(&s, &other_key, &cid, json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let theirs = s.other_org("other").await;
+    let a = s
+        .get(&format!("/api/v1/commands/{cid}"), Some(&theirs))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_cancel() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let first = queue(&s, &id, json!({"type": "reboot", "idempotency_key": "k1"})).await;
+    let again = queue(&s, &id, json!({"type": "reboot", "idempotency_key": "k1"})).await;
+    assert_eq!(first["id"], again["id"], "a retried enqueue queues once");
+    let cid = first["id"].as_str().unwrap();
+    let a = s
+        .post(
+            &format!("/api/v1/commands/{cid}/cancel"),
+            Some(&s.owner_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(a.body["status"], "cancelled", "{}", a.body);
+    assert!(
+        poll(&s, &key, 0).await.is_empty(),
+        "cancelled is never delivered"
+    );
+    let other = queue(&s, &id, json!({"type": "x"})).await;
+    poll(&s, &key, 0).await;
+    let oid = other["id"].as_str().unwrap();
+    let a = s
+        .post(
+            &format!("/api/v1/commands/{oid}/cancel"),
+            Some(&s.owner_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "already delivered");
+    let list = s
+        .get(
+            &format!("/api/v1/devices/{id}/commands?status=delivered"),
+            Some(&s.owner_key),
+        )
+        .await;
+    assert_eq!(list.body["commands"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_gets_pushes_and_redeliveries_on_reconnect() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let mut client = s.device_client(Some(&key)).await;
+    let mut stream = client
+        .stream_commands(proto::StreamCommandsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let queued = queue(&s, &id, json!({"type": "reboot"})).await;
+    let pushed = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("pushed at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.id, queued["id"].as_str().unwrap());
+    assert_eq!(pushed.attempt, 1);
+    drop(stream);
+    // Reconnecting: what was delivered but not acknowledged comes again.
+    let mut stream = client
+        .stream_commands(proto::StreamCommandsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let again = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, pushed.id);
+    assert_eq!(again.attempt, 2);
+    let acked = client
+        .ack_command(proto::AckCommandRequest {
+            id: again.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.status, "succeeded");
+}
+
+#[tokio::test]
+async fn a_new_waiter_replaces_the_old_and_revocation_ends_them() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
+    let started = Instant::now();
+    let first = tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait=30"))
+            .bearer_auth(k)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = s.device_client(Some(&key)).await;
+    let mut stream = client
+        .stream_commands(proto::StreamCommandsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (code, took) = first.await.unwrap();
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        took < Duration::from_secs(3),
+        "the poll ended when the stream started: {took:?}"
+    );
+    let revoked = s
+        .post(
+            &format!("/api/v1/devices/{id}/revoke-key"),
+            Some(&s.owner_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let end = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the stream ends within a second of the revocation");
+    let status = end.expect_err("ended with an error");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_restart_loses_no_queued_or_leased_command() {
+    let s = common::start_with_clock(|_| {}).await;
+    let (id, key) = s.paired_device("cam").await;
+    let a = queue(&s, &id, json!({"type": "a"})).await;
+    let b = queue(&s, &id, json!({"type": "b"})).await;
+    let delivered = poll(&s, &key, 0).await;
+    assert_eq!(delivered.len(), 2);
+    let c = queue(&s, &id, json!({"type": "c"})).await;
+    let s = s.restart().await;
+    let got = poll(&s, &key, 0).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], c["id"], "the queued one");
+    s.clock.advance(Duration::from_secs(61));
+    let again = poll(&s, &key, 0).await;
+    let ids: Vec<&Value> = again.iter().map(|c| &c["id"]).collect();
+    assert_eq!(
+        ids,
+        vec![&a["id"], &b["id"], &c["id"]],
+        "leases ran out: delivered again, in order"
+    );
+    assert!(again.iter().all(|c| c["attempt"] == 2));
+}
+
+#[tokio::test]
+async fn shutdown_releases_every_waiter_at_once() {
+    let mut s = common::start().await;
+    let (_, key) = s.paired_device("cam").await;
+    let (http, base) = (s.http.clone(), s.base.clone());
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait=30"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = s.shut_down();
+    let (code, took) = waiting.await.unwrap();
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        took < Duration::from_secs(5),
+        "released at shutdown: {took:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn replicas_wake_each_other() {
+    let a = common::start().await;
+    let Some(b) = common::start_replica(&a).await else {
+        return;
+    };
+    let (id, key) = a.paired_device("cam").await;
+    let (http, base, k) = (b.http.clone(), b.base.clone(), key.clone());
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait=20"))
+            .bearer_auth(k)
+            .send()
+            .await
+            .unwrap();
+        (res.json::<Value>().await.unwrap(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = queue(&a, &id, json!({"type": "reboot"})).await;
+    let (body, took) = waiting.await.unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "b was woken by a's commit: {took:?}"
+    );
+    assert_eq!(body["commands"][0]["id"], queued["id"]);
+}
