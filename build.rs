@@ -31,6 +31,7 @@ const PROTOS: &[&str] = &[
     "swrm/v1/common.proto",
     "swrm/v1/device.proto",
     "swrm/v1/ingest.proto",
+    "swrm/v1/captures.proto",
     "swrm/v1/admin.proto",
 ];
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     auth::cache::KeyCache,
+    blobs::BlobStore,
     bus::Event,
     config::Config,
     core::{Clock, Core, Settings},
@@ -23,7 +24,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: Clock) -> Self {
+    pub fn new(config: Config, store: Store, clock: Clock, blobs: Arc<dyn BlobStore>) -> Self {
         let settings = Settings {
             heartbeat_interval: config.heartbeat_interval(),
             provisioning_token_ttl: std::time::Duration::from_secs(
@@ -31,8 +32,12 @@ impl App {
             ),
             database_timeout: config.storage.database_timeout(),
             ts_horizon: std::time::Duration::from_secs(u64::from(config.ts_horizon_days) * 86_400),
+            max_capture_bytes: config.max_capture_bytes,
+            snapshot_window: std::time::Duration::from_secs(config.snapshot_window_seconds.into()),
+            signed_url_ttl: std::time::Duration::from_secs(config.blobs.signed_url_seconds.into()),
+            orphan_grace: std::time::Duration::from_secs(config.blobs.orphan_grace_seconds.into()),
         };
-        let core = Arc::new(Core::new(store, clock, settings));
+        let core = Arc::new(Core::new(store, clock, settings, blobs));
         let keys = Arc::new(KeyCache::new(
             config.key_cache_entries,
             config.key_cache_rejected_entries,

@@ -13,6 +13,8 @@ const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
 const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
+const DEFAULT_MAX_CAPTURE_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_SNAPSHOT_WINDOW_SECONDS: u32 = 600;
 
 /// Where state lives; shared by `swrm serve` and `swrm admin`.
 #[derive(clap::Args, Clone, Debug)]
@@ -90,6 +92,17 @@ pub struct Config {
     #[arg(long, env = "SWRM_TS_HORIZON_DAYS", default_value_t = DEFAULT_TS_HORIZON_DAYS,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub ts_horizon_days: u32,
+    /// Largest capture image, in bytes (larger uploads get 413).
+    #[arg(long, env = "SWRM_MAX_CAPTURE_BYTES", default_value_t = DEFAULT_MAX_CAPTURE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_capture_bytes: u64,
+    /// How far back a capture's sensor snapshot looks for each sensor's
+    /// latest reading, in seconds.
+    #[arg(long, env = "SWRM_SNAPSHOT_WINDOW_SECONDS", default_value_t = DEFAULT_SNAPSHOT_WINDOW_SECONDS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub snapshot_window_seconds: u32,
+    #[command(flatten)]
+    pub blobs: crate::blobs::BlobArgs,
     /// Require an owner API key for `GET /metrics` (default: open).
     #[arg(long, env = "SWRM_METRICS_REQUIRE_KEY")]
     pub metrics_require_key: bool,
@@ -124,6 +137,9 @@ impl Config {
             key_cache_entries: DEFAULT_KEY_CACHE_ENTRIES,
             key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
             metrics_require_key: false,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            snapshot_window_seconds: DEFAULT_SNAPSHOT_WINDOW_SECONDS,
+            blobs: crate::blobs::BlobArgs::default(),
             ts_horizon_days: DEFAULT_TS_HORIZON_DAYS,
             rate_limits: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),

@@ -6,11 +6,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod blobs;
 pub mod bus;
 pub mod checks;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod failpoint;
 pub mod grpc;
 pub mod json;
 pub mod limits;
@@ -49,7 +51,8 @@ pub async fn build_with_clock(
     )
     .await?;
     let created = core::orgs::ensure_default_org(&store).await?;
-    Ok((Arc::new(App::new(config, store, clock)), created))
+    let blobs = blobs::open(&config.blobs, &config.storage.data_dir).await?;
+    Ok((Arc::new(App::new(config, store, clock, blobs)), created))
 }
 
 /// The whole HTTP surface: REST, gRPC, gRPC-web, health, reflection, behind
@@ -86,6 +89,10 @@ pub async fn serve(
     let background = [
         tokio::spawn(core::alerts::offline_loop(app.core.clone())),
         tokio::spawn(core::webhooks::delivery_loop(app.core.clone())),
+        tokio::spawn(core::blobs::sweep_loop(
+            app.core.clone(),
+            std::time::Duration::from_secs(app.config.blobs.sweep_interval_seconds.into()),
+        )),
     ];
     let stop_listening = tokio_util::sync::CancellationToken::new();
     if app.core.bus.is_shared() {

@@ -30,7 +30,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: REST, gRPC and gRPC-web on one port.
-    Serve(swrm::Config),
+    Serve(Box<swrm::Config>),
     /// Administer the database directly (same --data-dir / --database-url as serve).
     Admin {
         #[command(flatten)]
@@ -62,7 +62,7 @@ async fn main() -> std::process::ExitCode {
             .init(),
     }
     let result = match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Admin { storage, command } => admin(storage, command).await,
     };
     match result {

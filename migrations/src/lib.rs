@@ -7,6 +7,7 @@ mod m20261125_000001_foundation;
 mod m20261126_000001_indexes;
 mod m20261126_000002_ingest;
 mod m20261126_000003_commands;
+mod m20261126_000004_captures;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_indexes::Migration),
             Box::new(m20261126_000002_ingest::Migration),
             Box::new(m20261126_000003_commands::Migration),
+            Box::new(m20261126_000004_captures::Migration),
         ]
     }
 }

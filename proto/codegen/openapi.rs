@@ -8,7 +8,8 @@
 //! is present (`required` lists them all) and `optional` scalars and
 //! messages may be `null`; in a request only rule-required fields are
 //! required and any other field may be `null` (null means absent); 64-bit
-//! integers are numbers; `google.protobuf.Struct` is a free-form object.
+//! integers are numbers; `google.protobuf.Struct` is a free-form object,
+//! `ListValue` a free-form array.
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -276,6 +277,7 @@ impl Ctx<'_> {
                 json!({"type": "object", "additionalProperties": true})
             }
             Type::Message(m) if m == "google.protobuf.Value" => json!({}),
+            Type::Message(m) if m == "google.protobuf.ListValue" => json!({"type": "array"}),
             Type::Message(m) => self.reference(m, dir),
         }
     }

@@ -44,7 +44,12 @@ pub struct EventInput {
 }
 
 /// A device time as Unix milliseconds, within the accepted window.
-fn device_ts(core: &Core, field: &str, ts: Option<&str>, now: DateTime<Utc>) -> Result<i64> {
+pub(crate) fn device_ts(
+    core: &Core,
+    field: &str,
+    ts: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<i64> {
     let Some(ts) = ts else {
         return Ok(now.timestamp_millis());
     };

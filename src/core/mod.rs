@@ -4,6 +4,8 @@
 
 pub mod alerts;
 pub mod api_keys;
+pub mod blobs;
+pub mod captures;
 pub mod clock;
 pub mod commands;
 pub mod config_cache;
@@ -24,7 +26,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
-use crate::{bus::Bus, metrics::Metrics, store::Store};
+use crate::{blobs::BlobStore, bus::Bus, metrics::Metrics, store::Store};
 pub use clock::Clock;
 
 /// What every use case may need, built once at start and held by the
@@ -47,6 +49,8 @@ pub struct Core {
     /// stream and poll ends at once instead of holding the drain.
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
+    /// Capture images and model artifacts.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 /// Settings the use cases follow (from the server's configuration).
@@ -59,10 +63,18 @@ pub struct Settings {
     pub database_timeout: Duration,
     /// How old a device `ts` may be (the retention horizon).
     pub ts_horizon: Duration,
+    /// Largest capture image, in bytes.
+    pub max_capture_bytes: u64,
+    /// How far back a capture's sensor snapshot looks.
+    pub snapshot_window: Duration,
+    /// Lifetime of signed download URLs.
+    pub signed_url_ttl: Duration,
+    /// How long a blob may wait for its row before the sweep removes it.
+    pub orphan_grace: Duration,
 }
 
 impl Core {
-    pub fn new(store: Store, clock: Clock, settings: Settings) -> Self {
+    pub fn new(store: Store, clock: Clock, settings: Settings, blobs: Arc<dyn BlobStore>) -> Self {
         let metrics = Arc::new(Metrics::new());
         let sensor_types = Arc::new(sensor_types::Registry::default());
         let alert_rules = Arc::new(alerts::RulesCache::default());
@@ -94,6 +106,7 @@ impl Core {
             settings,
             shutdown: CancellationToken::new(),
             metrics,
+            blobs,
         }
     }
 

@@ -442,11 +442,25 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::ListCapturesRequest>,
     ) -> Reply<proto::ListCapturesResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListCaptures")
+        super::captures::list(&self.app, req).await
     }
 
     async fn get_capture(&self, req: Request<proto::GetCaptureRequest>) -> Reply<proto::Capture> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "GetCapture")
+        super::captures::get(&self.app, req).await
+    }
+
+    async fn delete_capture(
+        &self,
+        req: Request<proto::DeleteCaptureRequest>,
+    ) -> Reply<proto::DeleteCaptureResponse> {
+        super::captures::delete(&self.app, req).await
+    }
+
+    async fn export_coco(
+        &self,
+        req: Request<proto::ExportCocoRequest>,
+    ) -> Reply<proto::CocoDataset> {
+        super::captures::export_coco(&self.app, req).await
     }
 
     async fn upload_model(

@@ -241,14 +241,14 @@ impl DeviceService for DeviceApi {
         &self,
         req: Request<tonic::Streaming<proto::UploadCaptureChunk>>,
     ) -> Reply<proto::Capture> {
-        not_yet(credential(&req), "UploadCapture")
+        super::captures::upload_stream(&self.app, req).await
     }
 
     async fn set_labels(
         &self,
         req: Request<proto::SetLabelsRequest>,
     ) -> Reply<proto::SetLabelsResponse> {
-        not_yet(credential(&req), "SetLabels")
+        super::captures::set_labels(&self.app, req).await
     }
 
     async fn get_model(

@@ -2,6 +2,7 @@
 //! convert back. No SQL and no business rules here.
 
 pub mod admin;
+pub mod captures;
 mod commands;
 mod convert;
 pub mod device;

@@ -42,6 +42,7 @@ pub const SYSTEM_PATHS: &[&str] = &[
     "/readyz",
     "/metrics",
     "/api/openapi.json",
+    "/blobs/{*key}",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

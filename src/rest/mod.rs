@@ -5,6 +5,7 @@
 //! adds the routes outside the proto (probes, the document) and the answers
 //! for unknown routes and methods.
 
+mod blobs;
 mod error;
 mod extract;
 pub mod gateway;
@@ -55,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/livez", get(live))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route("/blobs/{*key}", get(blobs::download))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

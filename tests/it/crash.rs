@@ -25,14 +25,25 @@ const DEVICES: usize = 50;
 const BATCH: u64 = 5;
 const KILLS: usize = 5;
 
-struct Server {
-    child: Child,
+pub struct Server {
+    pub child: Child,
 }
 
 async fn start(
     dir: &std::path::Path,
     port: u16,
     database_url: Option<&str>,
+) -> (Server, Option<String>) {
+    start_binary(dir, port, database_url, &[]).await
+}
+
+/// The real binary on `port`, rate limits off, with `env` besides; answers
+/// the owner key on the first start (`None` on a restart).
+pub async fn start_binary(
+    dir: &std::path::Path,
+    port: u16,
+    database_url: Option<&str>,
+    env: &[(&str, String)],
 ) -> (Server, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_swrm"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -44,6 +55,7 @@ async fn start(
         .env("SWRM_ORG_KEY_RATE_PER_SECOND", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
     if let Some(url) = database_url {
         cmd.arg("--database-url").arg(url);

@@ -6,6 +6,8 @@ mod common;
 mod alerts;
 mod api_keys;
 mod auth;
+mod blob_urls;
+mod captures;
 mod commands;
 mod connections;
 mod contract;

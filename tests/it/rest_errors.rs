@@ -219,13 +219,7 @@ async fn unknown_routes_methods_and_unimplemented_routes_answer_in_the_envelope(
         .await;
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
     a.error_code();
-    let a = s
-        .post(
-            "/api/public/v1/labels",
-            Some(&key),
-            json!({"capture_id": uuid::Uuid::now_v7(), "detections": []}),
-        )
-        .await;
+    let a = s.get("/api/public/v1/model", Some(&key)).await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);
     assert_eq!(a.error_code(), "unimplemented");
 }

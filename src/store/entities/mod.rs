@@ -1,6 +1,8 @@
 //! sea-orm entities, one module per table of `migrations/`.
 
+mod captures;
 mod ingest;
+pub use captures::*;
 pub use ingest::*;
 
 #[macro_export]

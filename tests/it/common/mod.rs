@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod images;
+
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -110,6 +112,38 @@ async fn launch(
     launch_in(dir, database_url, owner_key, clock, tune).await
 }
 
+/// With `SWRM_TEST_S3_ENDPOINT` set (and `SWRM_TEST_S3_ACCESS_KEY`,
+/// `SWRM_TEST_S3_SECRET_KEY`), blobs go to that S3 server, in a fresh bucket
+/// per test server; otherwise to the filesystem store in the data folder.
+fn use_test_s3(config: &mut Config) {
+    let Some(endpoint) = std::env::var("SWRM_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+    else {
+        return;
+    };
+    let blobs = &mut config.blobs;
+    blobs.backend = swrm::blobs::BlobBackend::S3;
+    blobs.s3_endpoint = Some(endpoint);
+    blobs.s3_access_key = std::env::var("SWRM_TEST_S3_ACCESS_KEY").ok();
+    blobs.s3_secret_key = std::env::var("SWRM_TEST_S3_SECRET_KEY").ok();
+    blobs.s3_bucket = test_bucket();
+}
+
+/// A fresh bucket name (short: see the capture key's comment).
+pub fn test_bucket() -> String {
+    // The last 16 hex digits of a v7 UUID are random.
+    format!(
+        "swrm-t-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[16..]
+    )
+}
+
+/// Whether blobs go to S3 in this run (see [`use_test_s3`]).
+pub fn on_s3() -> bool {
+    std::env::var("SWRM_TEST_S3_ENDPOINT").is_ok_and(|e| !e.is_empty())
+}
+
 async fn launch_in(
     dir: tempfile::TempDir,
     database_url: Option<String>,
@@ -119,6 +153,7 @@ async fn launch_in(
 ) -> TestServer {
     let mut config = Config::for_data_dir(dir.path());
     config.storage.database_url = database_url.clone();
+    use_test_s3(&mut config);
     tune(&mut config);
     let config_kept = config.clone();
     let (app, created) = swrm::build_with_clock(config, clock.clone())
@@ -174,6 +209,33 @@ impl Answer {
 }
 
 impl TestServer {
+    /// The server's data folder (SQLite file, filesystem blob store).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("a data folder").path()
+    }
+
+    /// Uploads a capture as the public docs' Python snippet does: multipart
+    /// part `image` (a file) and optional text part `meta`.
+    pub async fn upload_capture(&self, key: &str, image: Vec<u8>, meta: Option<&str>) -> Answer {
+        let part = reqwest::multipart::Part::bytes(image)
+            .file_name("frame.jpg")
+            .mime_str("image/jpeg")
+            .unwrap();
+        let mut form = reqwest::multipart::Form::new().part("image", part);
+        if let Some(meta) = meta {
+            form = form.text("meta", meta.to_owned());
+        }
+        let res = self
+            .http
+            .post(format!("{}/api/public/v1/captures", self.base))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request sent");
+        answer(res).await
+    }
+
     /// Stops this server and starts a new one on the same database and data
     /// folder (as a restart would), with the same configuration and clock.
     pub async fn restart(mut self) -> TestServer {
