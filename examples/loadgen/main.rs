@@ -12,8 +12,10 @@
 //!   cargo run --release --example loadgen -- [SECONDS] [CONCURRENCY]
 //!   SWRM_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench cargo run --release --example loadgen
 //!
-//! Rate limits are off for the run.
+//! Rate limits are off for the run. `loadgen captures …` runs the capture
+//! upload benchmark instead (see `captures.rs`).
 
+mod captures;
 mod raw;
 mod run;
 
@@ -38,7 +40,11 @@ struct Device {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("captures") {
+        args.next();
+        return captures::main(args).await;
+    }
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
 
