@@ -6,7 +6,8 @@ most 5 minutes ahead and 30 days back, `from` must come before `to` (and a
 bucketed window hold at most 10,000 buckets), `min` must not exceed `max`,
 an alert rule's `clear_threshold` sits on the far side of its `threshold`,
 and it has at most one scope, a capture's `image` must be a JPEG, PNG or WebP
-(checked by content, else 415), its `meta` part a JSON object, and a
+(checked by content, else 415), its `meta` part a JSON object, a model's
+text parts printable, a deployment has exactly one target, and a
 detection's bbox must lie inside the image (`x_min < x_max <= width`...).
 The server answers 400 (415) for each, naming the field, and the document
 says so in the descriptions.
@@ -101,6 +102,27 @@ def _fix_capture_form(body):
         body["meta"] = '{"detections":[{"label":"a","confidence":0.5,"bbox":[0,0,1,1]}],"tags":["fuzz"]}'
 
 
+def _fix_model_form(body):
+    for extra in [k for k in body if k not in ("file", "name", "version", "format")]:
+        body.pop(extra)
+    body["file"] = b"model bytes"
+    # Printable and not blank; a repeated name and version is a 409.
+    for field in ("name", "version", "format"):
+        value = body.get(field)
+        if not isinstance(value, str) or not value.strip() or not value.isprintable():
+            body[field] = "fuzz"
+        else:
+            body[field] = value[:32]
+
+
+def _one_target(body):
+    targets = [k for k in ("device_ids", "group_id", "location_id", "all_devices") if body.get(k)]
+    for extra in targets[1:]:
+        body.pop(extra)
+    if not targets:
+        body["all_devices"] = True
+
+
 def _no_wait(wait):
     if isinstance(wait, list):
         return [_no_wait(w) for w in wait]
@@ -180,5 +202,9 @@ def _nudge(case):
         _fix_window(query, bucketed=False)
     elif label == "POST /api/public/v1/captures" and body is not None:
         _fix_capture_form(body)
+    elif label == "POST /api/v1/models" and body is not None:
+        _fix_model_form(body)
+    elif label == "POST /api/v1/deployments" and body is not None:
+        _one_target(body)
     elif label == "POST /api/public/v1/labels" and body is not None:
         _fix_detections(body.get("detections"))

@@ -33,6 +33,7 @@ impl App {
             database_timeout: config.storage.database_timeout(),
             ts_horizon: std::time::Duration::from_secs(u64::from(config.ts_horizon_days) * 86_400),
             max_capture_bytes: config.max_capture_bytes,
+            max_model_bytes: config.max_model_bytes,
             snapshot_window: std::time::Duration::from_secs(config.snapshot_window_seconds.into()),
             signed_url_ttl: std::time::Duration::from_secs(config.blobs.signed_url_seconds.into()),
             orphan_grace: std::time::Duration::from_secs(config.blobs.orphan_grace_seconds.into()),

@@ -14,6 +14,7 @@ const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 const DEFAULT_MAX_CAPTURE_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 const DEFAULT_SNAPSHOT_WINDOW_SECONDS: u32 = 600;
 
 /// Where state lives; shared by `swrm serve` and `swrm admin`.
@@ -96,6 +97,10 @@ pub struct Config {
     #[arg(long, env = "SWRM_MAX_CAPTURE_BYTES", default_value_t = DEFAULT_MAX_CAPTURE_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_capture_bytes: u64,
+    /// Largest model artifact, in bytes (larger uploads get 413).
+    #[arg(long, env = "SWRM_MAX_MODEL_BYTES", default_value_t = DEFAULT_MAX_MODEL_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_model_bytes: u64,
     /// How far back a capture's sensor snapshot looks for each sensor's
     /// latest reading, in seconds.
     #[arg(long, env = "SWRM_SNAPSHOT_WINDOW_SECONDS", default_value_t = DEFAULT_SNAPSHOT_WINDOW_SECONDS,
@@ -138,6 +143,7 @@ impl Config {
             key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
             metrics_require_key: false,
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
+            max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             snapshot_window_seconds: DEFAULT_SNAPSHOT_WINDOW_SECONDS,
             blobs: crate::blobs::BlobArgs::default(),
             ts_horizon_days: DEFAULT_TS_HORIZON_DAYS,

@@ -8,6 +8,7 @@ mod m20261126_000001_indexes;
 mod m20261126_000002_ingest;
 mod m20261126_000003_commands;
 mod m20261126_000004_captures;
+mod m20261126_000005_models;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_ingest::Migration),
             Box::new(m20261126_000003_commands::Migration),
             Box::new(m20261126_000004_captures::Migration),
+            Box::new(m20261126_000005_models::Migration),
         ]
     }
 }

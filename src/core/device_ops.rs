@@ -66,6 +66,9 @@ pub struct DeviceConfig {
     pub group: Option<device_group::Model>,
     pub location: Option<location::Model>,
     pub sensor_keys: Vec<String>,
+    /// The deployment and model this device should run (what `/model`
+    /// answers).
+    pub deployed: Option<(uuid::Uuid, crate::store::entities::model_artifact::Model)>,
 }
 
 /// The device's configuration, from memory when nothing it shows changed.
@@ -106,11 +109,13 @@ async fn read_config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig>
             .map(|t| t.key)
             .collect(),
     };
+    let deployed = super::models::deployments::for_device(core, who).await?;
     Ok(DeviceConfig {
         device,
         org,
         group,
         location,
         sensor_keys,
+        deployed,
     })
 }

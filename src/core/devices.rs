@@ -72,7 +72,7 @@ pub async fn create_device(
     let tags = validate::tags(&input.tags)?;
     let location_id = validate::opt_uuid("location_id", input.location_id.as_deref())?;
     let group_id = validate::opt_uuid("group_id", input.group_id.as_deref())?;
-    let tx = core.store.org_tx(access.org_id()).await?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     if let Some(id) = location_id {
         places::find_location(&tx, id).await?;
     }
@@ -100,6 +100,8 @@ pub async fn create_device(
     .exec_with_returning(tx.conn())
     .await?;
     let token = issue_provisioning_token(core, &tx, device.id).await?;
+    // An organization, group or location deployment reaches it too.
+    super::models::deployments::reach_device_in(core, &mut tx, &device).await?;
     tx.commit().await?;
     Ok((device, token))
 }
@@ -230,6 +232,7 @@ pub async fn update_device(
     };
     let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = find(&tx, id).await?;
+    let placed = (device.group_id, device.location_id);
     let mut active: device::ActiveModel = device.into();
     if let Some(name) = &update.name {
         active.name = Set(validate::name("name", name)?);
@@ -255,6 +258,10 @@ pub async fn update_device(
         active.sensor_keys = Set(keys);
     }
     let device = active.update(tx.conn()).await?;
+    if (device.group_id, device.location_id) != placed {
+        // Joining a group or location joins its deployment.
+        super::models::deployments::reach_device_in(core, &mut tx, &device).await?;
+    }
     tx.publish(Event::DeviceChanged {
         device_id: device.id,
     })

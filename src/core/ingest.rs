@@ -213,7 +213,14 @@ pub async fn push_events(
 ) -> Result<u32> {
     let now = core.clock.now();
     let mut rows = Vec::with_capacity(events.len());
+    let mut swapped = Vec::new();
     for (i, e) in events.into_iter().enumerate() {
+        if e.kind.trim() == "model_swap" {
+            let id = e.data.as_ref().and_then(|d| d.get("deployment_id"));
+            if let Some(id) = id.and_then(|v| v.as_str()).and_then(|v| v.parse().ok()) {
+                swapped.push(id);
+            }
+        }
         let data = match e.data {
             None => None,
             Some(d @ serde_json::Value::Object(_)) => Some(d.to_string()),
@@ -232,7 +239,7 @@ pub async fn push_events(
             ts_ms: device_ts(core, &format!("events[{i}].ts"), e.ts.as_deref(), now)?,
         });
     }
-    stored(
+    let accepted = stored(
         core,
         Job::Events(Rows {
             org_id: who.org_id,
@@ -241,7 +248,10 @@ pub async fn push_events(
             rows,
         }),
     )
-    .await
+    .await?;
+    // A model_swap with a deployment id: that deployment is active here.
+    super::models::deployments::mark_active(core, who, &swapped).await?;
+    Ok(accepted)
 }
 
 async fn stored(core: &Core, job: Job) -> Result<u32> {

@@ -12,6 +12,7 @@ pub mod config_cache;
 pub mod device_ops;
 pub mod devices;
 pub mod ingest;
+pub mod models;
 pub mod orgs;
 pub mod page;
 pub mod pairing;
@@ -65,6 +66,8 @@ pub struct Settings {
     pub ts_horizon: Duration,
     /// Largest capture image, in bytes.
     pub max_capture_bytes: u64,
+    /// Largest model artifact, in bytes.
+    pub max_model_bytes: u64,
     /// How far back a capture's sensor snapshot looks.
     pub snapshot_window: Duration,
     /// Lifetime of signed download URLs.

@@ -467,34 +467,56 @@ impl AdminService for AdminApi {
         &self,
         req: Request<tonic::Streaming<proto::UploadModelChunk>>,
     ) -> Reply<proto::Model> {
-        not_yet(require_write(credential(&req)).map(|_| ()), "UploadModel")
+        super::models::upload_stream(&self.app, req).await
     }
 
     async fn list_models(
         &self,
         req: Request<proto::ListModelsRequest>,
     ) -> Reply<proto::ListModelsResponse> {
-        not_yet(require_read(credential(&req)).map(|_| ()), "ListModels")
+        super::models::list(&self.app, req).await
+    }
+
+    async fn get_model_artifact(
+        &self,
+        req: Request<proto::GetModelArtifactRequest>,
+    ) -> Reply<proto::Model> {
+        super::models::get(&self.app, req).await
+    }
+
+    async fn delete_model(
+        &self,
+        req: Request<proto::DeleteModelRequest>,
+    ) -> Reply<proto::DeleteModelResponse> {
+        super::models::delete(&self.app, req).await
     }
 
     async fn create_deployment(
         &self,
         req: Request<proto::CreateDeploymentRequest>,
     ) -> Reply<proto::Deployment> {
-        not_yet(
-            require_write(credential(&req)).map(|_| ()),
-            "CreateDeployment",
-        )
+        super::models::create_deployment(&self.app, req).await
     }
 
     async fn list_deployments(
         &self,
         req: Request<proto::ListDeploymentsRequest>,
     ) -> Reply<proto::ListDeploymentsResponse> {
-        not_yet(
-            require_read(credential(&req)).map(|_| ()),
-            "ListDeployments",
-        )
+        super::models::list_deployments(&self.app, req).await
+    }
+
+    async fn get_deployment(
+        &self,
+        req: Request<proto::GetDeploymentRequest>,
+    ) -> Reply<proto::Deployment> {
+        super::models::get_deployment(&self.app, req).await
+    }
+
+    async fn list_deployment_devices(
+        &self,
+        req: Request<proto::ListDeploymentDevicesRequest>,
+    ) -> Reply<proto::ListDeploymentDevicesResponse> {
+        super::models::deployment_devices(&self.app, req).await
     }
 }
 

@@ -156,7 +156,7 @@ where
 
 /// A transport error in the middle of the stream (the client went away,
 /// a chunk over the message limit) as a use-case error.
-fn status_error(status: Status) -> Error {
+pub(super) fn status_error(status: Status) -> Error {
     match status.code() {
         tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
             Error::PayloadTooLarge(status.message().to_owned())

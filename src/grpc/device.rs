@@ -96,8 +96,7 @@ impl DeviceService for DeviceApi {
                 name: cfg.org.name.clone(),
             }),
             location: cfg.location.as_ref().map(convert::config_location),
-            // Model deployments arrive with the models issue.
-            active_model: None,
+            active_model: super::models::active_model(cfg.deployed.as_ref()),
             sensor_keys: cfg.sensor_keys.clone(),
             endpoints: Some(proto::Endpoints {
                 rest: format!("{}/api/public/v1", base.trim_end_matches('/')),
@@ -255,7 +254,7 @@ impl DeviceService for DeviceApi {
         &self,
         req: Request<proto::GetModelRequest>,
     ) -> Reply<proto::GetModelResponse> {
-        not_yet(credential(&req), "GetModel")
+        super::models::device_model(&self.app, req).await
     }
 
     async fn poll_commands(
@@ -278,10 +277,4 @@ impl DeviceService for DeviceApi {
     ) -> Reply<proto::AckCommandResponse> {
         super::commands::ack(&self.app, req).await
     }
-}
-
-/// Authenticates the device, then answers UNIMPLEMENTED.
-fn not_yet<T>(credential: &Credential, method: &str) -> Reply<T> {
-    require_device(credential)?;
-    Err(Error::Unimplemented(format!("{method} is not implemented yet")).into())
 }

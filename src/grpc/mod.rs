@@ -7,6 +7,7 @@ mod commands;
 mod convert;
 pub mod device;
 mod ingest;
+pub mod models;
 mod shutdown;
 
 use axum::Router;

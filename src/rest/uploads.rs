@@ -1,7 +1,7 @@
-//! Multipart uploads. A capture's parts (`image`, `meta`) become the same
-//! `UploadCaptureChunk` stream a gRPC client sends, fed to the same
-//! handler, so the two transports cannot drift. Parts stream: the image is
-//! never held whole.
+//! Multipart uploads. A capture's parts (`image`, `meta`) and a model's
+//! (`file`, `name`, `version`, `format`) become the same chunk streams a
+//! gRPC client sends, fed to the same handlers, so the two transports
+//! cannot drift. Parts stream: the image or artifact is never held whole.
 
 use axum::{
     Json,
@@ -13,10 +13,16 @@ use bytes::Bytes;
 use futures_util::stream;
 use multer::{Constraints, Field, Multipart, SizeLimit};
 use std::sync::Arc;
+use tokio_stream::StreamExt;
 use tonic::Status;
 
 use super::{RestState, error::error_response, extract::Caller, extract::decode_json};
-use crate::{auth, error::Error, grpc::captures, proto};
+use crate::{
+    auth,
+    error::Error,
+    grpc::{captures, models},
+    proto,
+};
 
 /// Room for part headers and boundaries beyond the parts' own limits.
 const FRAMING_BYTES: u64 = 64 * 1024;
@@ -53,14 +59,23 @@ pub async fn upload_capture(
 
 pub async fn upload_model(
     caller: Caller,
-    _state: Arc<RestState>,
-    _headers: HeaderMap,
-    _body: Body,
+    state: Arc<RestState>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    match auth::require_write(caller.credential()) {
-        Ok(_) => error_response(Error::Unimplemented(
-            "model upload is not implemented yet".into(),
-        )),
+    if let Err(e) = auth::require_write(caller.credential()) {
+        return error_response(e);
+    }
+    let app = state.app.clone();
+    let max_text = state.max_json_bytes as u64;
+    let max_file = app.config.max_model_bytes;
+    let multipart = match multipart(&headers, body, max_text, max_file, "file") {
+        Ok(m) => m,
+        Err(e) => return error_response(e),
+    };
+    let chunks = Box::pin(model_chunks(multipart));
+    match models::upload(&app, caller.credential(), chunks).await {
+        Ok(model) => (StatusCode::CREATED, Json(model)).into_response(),
         Err(e) => error_response(e),
     }
 }
@@ -112,38 +127,45 @@ fn multipart_error(e: multer::Error) -> Status {
     }
 }
 
+/// One piece of a multipart body: a chunk of the file part, or a whole
+/// text part (name, bytes).
+enum Piece {
+    File(Bytes),
+    Text(String, Bytes),
+}
+
 struct Parts {
     multipart: Multipart<'static>,
-    /// The image part being streamed.
-    image: Option<Field<'static>>,
-    seen_image: bool,
+    file_part: &'static str,
+    /// The file part being streamed.
+    file: Option<Field<'static>>,
+    seen_file: bool,
     done: bool,
 }
 
-/// The capture's parts as upload chunks, in the order they arrive: `meta`
-/// (a JSON string) as one chunk, `image` as data chunks. Other parts are
-/// skipped (newer clients may send more).
-fn capture_chunks(
+/// The parts in the order they arrive: the file part as chunks (never
+/// whole), other parts whole (each within the per-part limit).
+fn pieces(
     multipart: Multipart<'static>,
-) -> impl tokio_stream::Stream<Item = Result<proto::UploadCaptureChunk, Status>> + Send {
-    use proto::upload_capture_chunk::Part;
+    file_part: &'static str,
+) -> impl tokio_stream::Stream<Item = Result<Piece, Status>> + Send {
     let state = Parts {
         multipart,
-        image: None,
-        seen_image: false,
+        file_part,
+        file: None,
+        seen_file: false,
         done: false,
     };
-    let chunk = |part| proto::UploadCaptureChunk { part: Some(part) };
     stream::unfold(state, move |mut st| async move {
         loop {
             if st.done {
                 return None;
             }
-            if let Some(field) = st.image.as_mut() {
+            if let Some(field) = st.file.as_mut() {
                 match field.chunk().await {
-                    Ok(Some(bytes)) => return Some((Ok(chunk(Part::Data(bytes_vec(bytes)))), st)),
+                    Ok(Some(bytes)) => return Some((Ok(Piece::File(bytes)), st)),
                     Ok(None) => {
-                        st.image = None;
+                        st.file = None;
                         continue;
                     }
                     Err(e) => {
@@ -160,29 +182,70 @@ fn capture_chunks(
                     return Some((Err(multipart_error(e)), st));
                 }
             };
-            match field.name() {
-                Some("image") => {
-                    if st.seen_image {
-                        st.done = true;
-                        return Some((Err(Status::invalid_argument("image was given twice")), st));
-                    }
-                    st.seen_image = true;
-                    st.image = Some(field);
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == st.file_part {
+                if st.seen_file {
+                    st.done = true;
+                    let e = Status::invalid_argument(format!("{name} was given twice"));
+                    return Some((Err(e), st));
                 }
-                Some("meta") => {
-                    let meta = match field.bytes().await {
-                        Ok(text) => decode_json::<proto::CaptureMeta>(&text, None)
-                            .map(|(meta, _)| chunk(Part::Meta(meta)))
-                            .map_err(|e| Status::invalid_argument(format!("meta: {e}"))),
-                        Err(e) => Err(multipart_error(e)),
-                    };
-                    if meta.is_err() {
-                        st.done = true;
-                    }
-                    return Some((meta, st));
-                }
-                _ => {}
+                st.seen_file = true;
+                st.file = Some(field);
+                continue;
             }
+            let text = field.bytes().await.map_err(multipart_error);
+            if text.is_err() {
+                st.done = true;
+            }
+            return Some((text.map(|t| Piece::Text(name, t)), st));
+        }
+    })
+}
+
+/// The capture's parts as upload chunks: `meta` (a JSON string) as one
+/// chunk, `image` as data chunks. Other parts are skipped (newer clients
+/// may send more).
+fn capture_chunks(
+    multipart: Multipart<'static>,
+) -> impl tokio_stream::Stream<Item = Result<proto::UploadCaptureChunk, Status>> + Send {
+    use proto::upload_capture_chunk::Part;
+    let chunk = |part| proto::UploadCaptureChunk { part: Some(part) };
+    pieces(multipart, "image").filter_map(move |piece| match piece {
+        Err(e) => Some(Err(e)),
+        Ok(Piece::File(bytes)) => Some(Ok(chunk(Part::Data(bytes_vec(bytes))))),
+        Ok(Piece::Text(name, text)) if name == "meta" => Some(
+            decode_json::<proto::CaptureMeta>(&text, None)
+                .map(|(meta, _)| chunk(Part::Meta(meta)))
+                .map_err(|e| Status::invalid_argument(format!("meta: {e}"))),
+        ),
+        Ok(Piece::Text(..)) => None,
+    })
+}
+
+/// The model's parts as upload chunks: `name`, `version` and `format`
+/// (text) each as a meta chunk of its own, `file` as data chunks.
+fn model_chunks(
+    multipart: Multipart<'static>,
+) -> impl tokio_stream::Stream<Item = Result<proto::UploadModelChunk, Status>> + Send {
+    use proto::upload_model_chunk::Part;
+    let chunk = |part| proto::UploadModelChunk { part: Some(part) };
+    pieces(multipart, "file").filter_map(move |piece| match piece {
+        Err(e) => Some(Err(e)),
+        Ok(Piece::File(bytes)) => Some(Ok(chunk(Part::Data(bytes_vec(bytes))))),
+        Ok(Piece::Text(name, text)) => {
+            let Ok(text) = String::from_utf8(text.to_vec()) else {
+                return Some(Err(Status::invalid_argument(format!(
+                    "{name} must be UTF-8 text"
+                ))));
+            };
+            let mut meta = proto::ModelUploadMeta::default();
+            match name.as_str() {
+                "name" => meta.name = text,
+                "version" => meta.version = text,
+                "format" => meta.format = text,
+                _ => return None,
+            }
+            Some(Ok(chunk(Part::Meta(meta))))
         }
     })
 }

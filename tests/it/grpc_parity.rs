@@ -239,11 +239,11 @@ async fn errors_match_between_rest_and_grpc() {
     same_error(&s, rest, grpc, "invalid_argument").await;
 
     // Not implemented yet.
-    let rest = s.get("/api/public/v1/model", Some(&key)).await;
+    let rest = s.get("/api/v1/enrollment-codes", Some(&s.owner_key)).await;
     let grpc = grpc_ok(
-        s.device_client(Some(&key))
+        s.admin_client(Some(&s.owner_key))
             .await
-            .get_model(proto::GetModelRequest::default())
+            .list_enrollment_codes(proto::ListEnrollmentCodesRequest::default())
             .await,
     );
     same_error(&s, rest, grpc, "unimplemented").await;

@@ -17,6 +17,7 @@ mod hardening;
 mod heartbeats;
 mod ingest;
 mod metrics;
+mod models;
 mod openapi;
 mod quickstart;
 mod rate_limits;

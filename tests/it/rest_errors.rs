@@ -219,7 +219,7 @@ async fn unknown_routes_methods_and_unimplemented_routes_answer_in_the_envelope(
         .await;
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
     a.error_code();
-    let a = s.get("/api/public/v1/model", Some(&key)).await;
+    let a = s.get("/api/v1/enrollment-codes", Some(&s.owner_key)).await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);
     assert_eq!(a.error_code(), "unimplemented");
 }
@@ -251,7 +251,9 @@ async fn routes_not_implemented_yet_still_authenticate_first() {
         .post("/api/public/v1/captures", Some(&s.owner_key), json!({}))
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    let a = s.get("/api/public/v1/model", Some(&key)).await;
+    let a = s.get("/api/v1/enrollment-codes", Some(&key)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = s.get("/api/v1/enrollment-codes", Some(&s.owner_key)).await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
 }
 

@@ -2,8 +2,10 @@
 
 mod captures;
 mod ingest;
+mod models;
 pub use captures::*;
 pub use ingest::*;
+pub use models::*;
 
 #[macro_export]
 macro_rules! no_relations {
