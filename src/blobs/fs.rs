@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 use super::{BlobStore, BlobWriter, BoxFuture, SignedUrl, signing::UrlSigner};
 use crate::error::{Error, Result};
@@ -68,11 +68,12 @@ impl BlobStore for FsStore {
                 .path_of(key)
                 .ok_or_else(|| Error::Internal(format!("not a blob key: {key:?}")))?;
             let tmp = self.root.join(TMP).join(uuid::Uuid::now_v7().to_string());
-            let file = tokio::fs::File::create(&tmp).await.map_err(io)?;
             Ok(Box::new(FsWriter {
-                file: Some(file),
+                file: None,
+                buf: Vec::new(),
                 tmp,
                 dest,
+                done: false,
             }) as Box<dyn BlobWriter>)
         })
     }
@@ -130,54 +131,104 @@ impl BlobStore for FsStore {
     }
 }
 
+/// Bytes gathered before one blocking write: few thread hand-offs per
+/// object (uploads arrive in chunks of a few KiB), and never more than this
+/// held per write.
+const WRITE_BUFFER: usize = 128 * 1024;
+
 struct FsWriter {
-    /// `None` once finished or aborted.
-    file: Option<tokio::fs::File>,
+    /// The temporary file, opened at the first write to disk.
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Finished or aborted: nothing left to clean up.
+    done: bool,
+}
+
+/// File work off the async threads, as one hand-off.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(io)
+}
+
+fn open_or_create(file: Option<std::fs::File>, tmp: &Path) -> std::io::Result<std::fs::File> {
+    match file {
+        Some(f) => Ok(f),
+        None => std::fs::File::create(tmp),
+    }
+}
+
+impl FsWriter {
+    async fn write_out(&mut self) -> Result<()> {
+        let (file, tmp) = (self.file.take(), self.tmp.clone());
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, buf) = blocking(move || {
+            let mut file = open_or_create(file, &tmp)?;
+            file.write_all(&buf)?;
+            buf.clear();
+            Ok((file, buf))
+        })
+        .await?;
+        self.file = Some(file);
+        self.buf = buf;
+        Ok(())
+    }
 }
 
 impl BlobWriter for FsWriter {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let file = self
-                .file
-                .as_mut()
-                .ok_or_else(|| Error::Internal("write after finish".into()))?;
-            file.write_all(&chunk).await.map_err(io)
+            if self.done {
+                return Err(Error::Internal("write after finish".into()));
+            }
+            self.buf.extend_from_slice(&chunk);
+            if self.buf.len() >= WRITE_BUFFER {
+                self.write_out().await?;
+            }
+            Ok(())
         })
     }
 
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            let mut file = self
-                .file
-                .take()
-                .ok_or_else(|| Error::Internal("finished twice".into()))?;
-            file.flush().await.map_err(io)?;
-            file.sync_all().await.map_err(io)?;
-            drop(file);
-            let parent = self.dest.parent().map(Path::to_path_buf);
-            if let Some(parent) = &parent {
-                tokio::fs::create_dir_all(parent).await.map_err(io)?;
+            if self.done {
+                return Err(Error::Internal("finished twice".into()));
             }
-            tokio::fs::rename(&self.tmp, &self.dest).await.map_err(io)?;
-            if let Some(parent) = parent {
-                // The rename is durable once the folder is.
-                tokio::task::spawn_blocking(move || std::fs::File::open(parent)?.sync_all())
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(io)?;
-            }
+            let (file, buf) = (self.file.take(), std::mem::take(&mut self.buf));
+            let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
+            blocking(move || {
+                let mut file = open_or_create(file, &tmp)?;
+                file.write_all(&buf)?;
+                file.sync_all()?;
+                drop(file);
+                let parent = dest.parent().map(Path::to_path_buf);
+                if let Some(parent) = &parent {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(&tmp, &dest)?;
+                if let Some(parent) = parent {
+                    // The rename is durable once the folder is.
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await?;
+            self.done = true;
             Ok(())
         })
     }
 
     fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            if self.file.take().is_some() {
-                let _ = tokio::fs::remove_file(&self.tmp).await;
-            }
+            self.done = true;
+            self.file = None;
+            let tmp = self.tmp.clone();
+            let _ = blocking(move || std::fs::remove_file(tmp)).await;
             Ok(())
         })
     }
@@ -186,7 +237,8 @@ impl BlobWriter for FsWriter {
 impl Drop for FsWriter {
     /// A writer dropped mid-way (the client went away) leaves no file.
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if !self.done {
+            self.file = None;
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -9,21 +9,28 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use std::time::Duration;
 
-use super::Core;
+use super::{
+    Core,
+    writer::{Job, PendingBlobRow},
+};
 use crate::{
     blobs::{BlobWriter, SignedUrl},
     error::{Error, Result},
     store::{OrgTx, entities::pending_blob},
 };
+use uuid::Uuid;
 
-/// Records `key` as pending, then opens its writer.
-pub async fn begin(core: &Core, key: &str) -> Result<Box<dyn BlobWriter>> {
-    pending_blob::Entity::insert(pending_blob::ActiveModel {
-        blob_key: Set(key.to_owned()),
-        created_ms: Set(core.clock.now().timestamp_millis()),
-    })
-    .exec_without_returning(core.store.unscoped())
-    .await?;
+/// Records `key` (a blob of `org_id`'s) as pending, then opens its writer.
+/// The record goes through the group commit: concurrent uploads share it.
+pub async fn begin(core: &Core, org_id: Uuid, key: &str) -> Result<Box<dyn BlobWriter>> {
+    let record = PendingBlobRow {
+        org_id,
+        key: key.to_owned(),
+        created_ms: core.clock.now().timestamp_millis(),
+    };
+    core.writer
+        .write(Job::PendingBlob(record), super::ingest::deadline(core))
+        .await?;
     core.blobs.create(key).await
 }
 

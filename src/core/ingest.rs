@@ -76,7 +76,7 @@ pub(crate) fn device_ts(
     Ok(at.timestamp_millis())
 }
 
-fn deadline(core: &Core) -> Duration {
+pub(crate) fn deadline(core: &Core) -> Duration {
     core.settings.database_timeout * 2
 }
 

@@ -95,9 +95,11 @@ pub async fn set(
         core.clock.now().timestamp_millis(),
     );
     if !rows.is_empty() {
-        capture_detection::Entity::insert_many(rows)
-            .exec_without_returning(tx.conn())
-            .await?;
+        capture_detection::Entity::insert_many(
+            rows.into_iter().map(capture_detection::ActiveModel::from),
+        )
+        .exec_without_returning(tx.conn())
+        .await?;
     }
     let all = capture_detection::Entity::find()
         .filter(capture_detection::Column::OrgId.eq(who.org_id))

@@ -156,25 +156,24 @@ fn detection_rows(
     source: &str,
     model: Option<&ModelRef>,
     set_ms: i64,
-) -> Vec<capture_detection::ActiveModel> {
-    use sea_orm::Set;
+) -> Vec<capture_detection::Model> {
     detections
         .iter()
         .zip(first..)
-        .map(|(d, position)| capture_detection::ActiveModel {
-            org_id: Set(org_id),
-            capture_id: Set(capture_id),
-            position: Set(position),
-            label: Set(d.label.trim().to_owned()),
-            confidence: Set(d.confidence),
-            x_min: Set(d.bbox[0]),
-            y_min: Set(d.bbox[1]),
-            x_max: Set(d.bbox[2]),
-            y_max: Set(d.bbox[3]),
-            source: Set(source.to_owned()),
-            model_name: Set(model.map(|m| m.name.clone())),
-            model_version: Set(model.and_then(|m| m.version.clone())),
-            set_ms: Set(set_ms),
+        .map(|(d, position)| capture_detection::Model {
+            org_id,
+            capture_id,
+            position,
+            label: d.label.trim().to_owned(),
+            confidence: d.confidence,
+            x_min: d.bbox[0],
+            y_min: d.bbox[1],
+            x_max: d.bbox[2],
+            y_max: d.bbox[3],
+            source: source.to_owned(),
+            model_name: model.map(|m| m.name.clone()),
+            model_version: model.and_then(|m| m.version.clone()),
+            set_ms,
         })
         .collect()
 }

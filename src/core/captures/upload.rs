@@ -17,7 +17,10 @@ use super::{
 use crate::{
     auth::DevicePrincipal,
     blobs::BlobWriter,
-    core::{Core, blobs, ingest, new_id, validate},
+    core::{
+        Core, blobs, ingest, new_id, validate,
+        writer::{CaptureRows, Job},
+    },
     error::{Error, Result},
     failpoint,
     store::entities::{capture, capture_detection, latest_reading},
@@ -97,7 +100,7 @@ impl Incoming {
         );
         self.kind = Some(kind);
         self.key = Some(key.clone());
-        let mut writer = blobs::begin(core, &key).await?;
+        let mut writer = blobs::begin(core, who.org_id, &key).await?;
         let head = Bytes::from(std::mem::take(&mut self.head));
         // Stored first so a failed write is abandoned with the rest.
         let written = writer.write(head).await;
@@ -254,7 +257,7 @@ where
         model.as_ref(),
         received_ms,
     );
-    match insert(core, who, row, detections).await {
+    match insert(core, row, detections).await {
         Ok(view) => Ok(Stored::Created(view)),
         // The same capture_id, uploaded at the same moment by a retry.
         Err(Error::AlreadyExists(_)) if capture_id.is_some() => existing(core, who, id)
@@ -265,26 +268,21 @@ where
     }
 }
 
+/// Commits the row, its detections and the end of the blob's pending
+/// record, through the group commit (concurrent uploads share a commit).
 async fn insert(
     core: &Core,
-    who: &DevicePrincipal,
     row: capture::Model,
-    detections: Vec<capture_detection::ActiveModel>,
+    detections: Vec<capture_detection::Model>,
 ) -> Result<CaptureView> {
-    let tx = core.store.org_tx(who.org_id).await?;
-    blobs::settle(&tx, &row.blob_key).await?;
-    let active: capture::ActiveModel = row.clone().into();
-    capture::Entity::insert(active)
-        .exec_without_returning(tx.conn())
+    let rows = CaptureRows {
+        row: row.clone(),
+        detections: detections.clone(),
+    };
+    core.writer
+        .write(Job::Capture(Box::new(rows)), ingest::deadline(core))
         .await?;
-    if !detections.is_empty() {
-        capture_detection::Entity::insert_many(detections)
-            .exec_without_returning(tx.conn())
-            .await?;
-    }
-    let out = view(&tx, row).await?;
-    tx.commit().await?;
-    Ok(out)
+    Ok(CaptureView::new(row, detections))
 }
 
 /// The stored capture `id` of this device's organization, if any. Another

@@ -42,6 +42,7 @@ pub enum ModelPart {
 
 /// The artifact as it streams in.
 struct Incoming {
+    org_id: Uuid,
     id: Uuid,
     key: String,
     writer: Option<Box<dyn BlobWriter>>,
@@ -62,7 +63,7 @@ impl Incoming {
         }
         self.hasher.update(&bytes);
         if self.writer.is_none() {
-            self.writer = Some(blobs::begin(core, &self.key).await?);
+            self.writer = Some(blobs::begin(core, self.org_id, &self.key).await?);
         }
         self.writer
             .as_mut()
@@ -142,6 +143,7 @@ where
     let org_id = access.org_id();
     let id = new_id();
     let mut file = Incoming {
+        org_id,
         id,
         key: format!("models/{}/{}.bin", org_id.simple(), id.simple()),
         writer: None,

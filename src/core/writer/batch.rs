@@ -44,6 +44,8 @@ pub async fn write(store: &Store, jobs: &[&Job]) -> Result<Vec<Done>> {
         readings(conn, jobs, &idx, &mut done).await?;
         telemetry(conn, jobs, &idx, &mut done).await?;
         events(conn, jobs, &idx, &mut done).await?;
+        super::blobs::pending_records(conn, jobs, &idx, &mut done).await?;
+        super::blobs::captures(conn, jobs, &idx, &mut done).await?;
     }
     tx.commit().await?;
     Ok(done

@@ -1,5 +1,5 @@
 //! Group commit for everything devices send: heartbeats, readings,
-//! telemetry and events. What costs is the commit (a WAL fsync on SQLite, a
+//! telemetry, events, and the rows of capture uploads. What costs is the commit (a WAL fsync on SQLite, a
 //! round trip and fsync on PostgreSQL), so one writer task takes every job
 //! queued while the previous batch was committing and writes them in one
 //! transaction, as multi-row statements (see [`batch`]). A caller gets its
@@ -11,6 +11,7 @@
 //! stalled database fails the whole batch at once with 503.
 
 mod batch;
+mod blobs;
 
 use chrono::{DateTime, Utc};
 use std::{sync::Arc, time::Duration};
@@ -72,6 +73,23 @@ pub enum Job {
     Readings(Rows<ReadingRow>),
     Telemetry(Rows<TelemetryRow>),
     Events(Rows<EventRow>),
+    /// A blob about to be written, recorded first (see `core::blobs`).
+    PendingBlob(PendingBlobRow),
+    /// A capture whose blob is written: its row, detections, and the end
+    /// of the blob's pending record.
+    Capture(Box<CaptureRows>),
+}
+
+pub struct PendingBlobRow {
+    /// The organization whose blob it is (the batch's scope).
+    pub org_id: Uuid,
+    pub key: String,
+    pub created_ms: i64,
+}
+
+pub struct CaptureRows {
+    pub row: crate::store::entities::capture::Model,
+    pub detections: Vec<crate::store::entities::capture_detection::Model>,
 }
 
 /// One device's rows of one request.
@@ -89,6 +107,8 @@ impl Job {
             Job::Readings(r) => r.org_id,
             Job::Telemetry(r) => r.org_id,
             Job::Events(r) => r.org_id,
+            Job::PendingBlob(p) => p.org_id,
+            Job::Capture(c) => c.row.org_id,
         }
     }
 }
