@@ -11,27 +11,77 @@ use std::time::Duration;
 
 use super::{
     Core,
-    writer::{Job, PendingBlobRow},
+    writer::{Done, Job, PendingBlobRow},
 };
 use crate::{
-    blobs::{BlobWriter, SignedUrl},
+    blobs::{BlobWriter, BoxFuture, SignedUrl},
     error::{Error, Result},
     store::{OrgTx, entities::pending_blob},
 };
 use uuid::Uuid;
 
-/// Records `key` (a blob of `org_id`'s) as pending, then opens its writer.
-/// The record goes through the group commit: concurrent uploads share it.
+/// Opens the writer of `key` (a blob of `org_id`'s) and records it as
+/// pending, through the group commit. The record commits while the bytes
+/// arrive; the object appears under its key (`finish`) only once the record
+/// is committed, so a crash never leaves a blob nothing records. (Before
+/// `finish` there is only a partial write: a temporary file, or an
+/// unfinished multipart upload.)
 pub async fn begin(core: &Core, org_id: Uuid, key: &str) -> Result<Box<dyn BlobWriter>> {
     let record = PendingBlobRow {
         org_id,
         key: key.to_owned(),
         created_ms: core.clock.now().timestamp_millis(),
     };
-    core.writer
-        .write(Job::PendingBlob(record), super::ingest::deadline(core))
-        .await?;
-    core.blobs.create(key).await
+    let recorded = core
+        .writer
+        .start(Job::PendingBlob(record), super::ingest::deadline(core));
+    match core.blobs.create(key).await {
+        Ok(inner) => Ok(Box::new(RecordedWriter { inner, recorded })),
+        Err(e) => {
+            let _ = settled(recorded).await;
+            Err(e)
+        }
+    }
+}
+
+struct RecordedWriter {
+    inner: Box<dyn BlobWriter>,
+    recorded: tokio::task::JoinHandle<Result<Done>>,
+}
+
+async fn settled(recorded: tokio::task::JoinHandle<Result<Done>>) -> Result<()> {
+    recorded
+        .await
+        .map_err(|e| Error::Internal(format!("pending record: {e}")))?
+        .map(|_| ())
+}
+
+impl BlobWriter for RecordedWriter {
+    fn write(&mut self, chunk: bytes::Bytes) -> BoxFuture<'_, ()> {
+        self.inner.write(chunk)
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let Self { inner, recorded } = *self;
+        Box::pin(async move {
+            match settled(recorded).await {
+                Ok(()) => inner.finish().await,
+                Err(e) => {
+                    let _ = inner.abort().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let Self { inner, recorded } = *self;
+        Box::pin(async move {
+            // Settled first, so the caller's discard finds the record.
+            let _ = settled(recorded).await;
+            inner.abort().await
+        })
+    }
 }
 
 /// In the transaction that commits the row naming `key`: the blob is no

@@ -158,31 +158,44 @@ impl Writer {
     /// Writes `job`; returns once it is committed, or 503 after `deadline`
     /// (the job may still commit; devices retry, and `seq` makes that safe).
     pub async fn write(&self, job: Job, deadline: Duration) -> Result<Done> {
-        let (done, committed) = oneshot::channel();
-        let pending = Pending {
-            job,
-            queued_at: std::time::Instant::now(),
-            done,
-        };
-        // Waiting for room in the queue counts against the deadline too.
-        let wait = async {
-            self.queue
-                .send(pending)
-                .await
-                .map_err(|_| Error::Unavailable("shutting down".into()))?;
-            committed
-                .await
-                .map_err(|_| Error::Internal("the writer stopped".into()))
-        };
-        match tokio::time::timeout(deadline, wait).await {
-            Err(_) => Err(Error::Unavailable(
-                "the database is not answering in time; retry shortly".into(),
-            )),
-            Ok(Err(e) | Ok(Err(e))) => Err(e),
-            Ok(Ok(Ok(done))) => Ok(done),
-        }
+        submit(self.queue.clone(), job, deadline).await
     }
 
+    /// [`Writer::write`] started now and awaited later: the commit runs
+    /// while the caller does other work.
+    pub fn start(&self, job: Job, deadline: Duration) -> tokio::task::JoinHandle<Result<Done>> {
+        tokio::spawn(submit(self.queue.clone(), job, deadline))
+    }
+}
+
+/// Queues `job` and waits for its commit, within `deadline`.
+async fn submit(queue: mpsc::Sender<Pending>, job: Job, deadline: Duration) -> Result<Done> {
+    let (done, committed) = oneshot::channel();
+    let pending = Pending {
+        job,
+        queued_at: std::time::Instant::now(),
+        done,
+    };
+    // Waiting for room in the queue counts against the deadline too.
+    let wait = async {
+        queue
+            .send(pending)
+            .await
+            .map_err(|_| Error::Unavailable("shutting down".into()))?;
+        committed
+            .await
+            .map_err(|_| Error::Internal("the writer stopped".into()))
+    };
+    match tokio::time::timeout(deadline, wait).await {
+        Err(_) => Err(Error::Unavailable(
+            "the database is not answering in time; retry shortly".into(),
+        )),
+        Ok(Err(e) | Ok(Err(e))) => Err(e),
+        Ok(Ok(Ok(done))) => Ok(done),
+    }
+}
+
+impl Writer {
     /// Records a heartbeat; `Unauthenticated` when the device is gone.
     pub async fn heartbeat(&self, update: Liveness, deadline: Duration) -> Result<()> {
         match self.write(Job::Heartbeat(update), deadline).await? {
