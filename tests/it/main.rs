@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent;
 mod alerts;
 mod api_keys;
 mod auth;
