@@ -13,11 +13,13 @@
 //!   SWRM_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench cargo run --release --example loadgen
 //!
 //! Rate limits are off for the run. `loadgen captures …` runs the capture
-//! upload benchmark instead (see `captures.rs`).
+//! upload benchmark instead (see `captures.rs`), `loadgen waiters …` the
+//! command-delivery one (see `waiters.rs`).
 
 mod captures;
 mod raw;
 mod run;
+mod waiters;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,9 +43,16 @@ struct Device {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("captures") {
-        args.next();
-        return captures::main(args).await;
+    match args.peek().map(String::as_str) {
+        Some("captures") => {
+            args.next();
+            return captures::main(args).await;
+        }
+        Some("waiters") => {
+            args.next();
+            return waiters::main(args).await;
+        }
+        _ => {}
     }
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);

@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 mod blob_urls;
 mod captures;
+mod command_faults;
 mod commands;
 mod connections;
 mod contract;

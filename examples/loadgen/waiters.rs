@@ -1,0 +1,353 @@
+//! The command-delivery benchmark: `N` devices waiting at once on a server
+//! process of their own (half REST long polls, half gRPC `StreamCommands`,
+//! each device on its own connection), the server's resident memory per
+//! waiting device, then commands queued at `RATE` per second and the time
+//! from the enqueue request leaving the operator to the command reaching
+//! its device (p50, p99). With `replica` (PostgreSQL) devices wait on a
+//! second server and commands are queued through the first, so delivery
+//! crosses the bus.
+//!
+//!   cargo build --release && cargo run --release --example loadgen -- waiters [N] [RATE] [SECONDS]
+//!   SWRM_DATABASE_URL=postgres://… cargo run --release --example loadgen -- waiters 10000 1000 5 replica
+//!
+//! The server is `target/release/swrm` (build it first).
+
+use serde_json::{Value, json};
+use std::{
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use swrm::proto;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tokio_stream::StreamExt;
+
+type Latencies = Arc<Mutex<Vec<f64>>>;
+
+pub async fn main(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let rate: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let replica = args.next().as_deref() == Some("replica");
+    raise_fd_limit();
+    let database_url = std::env::var("SWRM_DATABASE_URL").ok();
+    if replica && database_url.is_none() {
+        return Err("replica needs SWRM_DATABASE_URL (PostgreSQL)".into());
+    }
+    let dir = tempfile::tempdir()?;
+    let (mut primary, base, owner) = spawn_server(dir.path(), database_url.as_deref()).await?;
+    let owner = owner.ok_or("use an empty database")?;
+    let mut second = None;
+    let wait_base = if replica {
+        let (child, replica_base, _) = spawn_server(dir.path(), database_url.as_deref()).await?;
+        second = Some(child);
+        replica_base
+    } else {
+        base.clone()
+    };
+    let waiting_pid = second.as_ref().unwrap_or(&primary).id().ok_or("no pid")?;
+
+    let devices = create_devices(&base, &owner, n).await?;
+    println!(
+        "swrm loadgen waiters: {n} devices ({} long poll, {} gRPC stream), {rate} commands/s for {seconds} s, database {}{}",
+        n / 2,
+        n - n / 2,
+        if database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        if replica {
+            ", devices on a second replica"
+        } else {
+            ""
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(waiting_pid);
+
+    let epoch = Instant::now();
+    let latencies: Latencies = Arc::default();
+    let connected = Arc::new(AtomicUsize::new(0));
+    for (i, (_, key)) in devices.iter().enumerate() {
+        let (base, key) = (wait_base.clone(), key.clone());
+        let (latencies, connected) = (latencies.clone(), connected.clone());
+        if i % 2 == 0 {
+            tokio::spawn(long_poll(base, key, epoch, latencies, connected));
+        } else {
+            tokio::spawn(stream(base, key, epoch, latencies, connected));
+        }
+        if i % 500 == 499 {
+            // Connection setup in waves, as a fleet reconnects.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let started = Instant::now();
+    while connected.load(Ordering::Relaxed) < n && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(waiting_pid);
+    let per_device = (after.saturating_sub(before)) as f64 / n as f64;
+    println!(
+        "waiting: {} of {n}; server RSS {} MiB → {} MiB: {per_device:.1} KiB per waiting device ({:.0} per GiB)",
+        connected.load(Ordering::Relaxed),
+        before / 1024,
+        after / 1024,
+        1024.0 * 1024.0 / per_device.max(0.001)
+    );
+
+    // Commands at `rate`, each to a device chosen round robin.
+    let http = reqwest::Client::new();
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let ticker_start = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for k in 0..total {
+        let due = ticker_start + interval * k as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (http, base, owner) = (http.clone(), base.clone(), owner.clone());
+        let device = devices[(k as usize * 7919) % n].0.clone();
+        sends.spawn(async move {
+            let sent_us = epoch.elapsed().as_micros() as u64;
+            http.post(format!("{base}/api/v1/devices/{device}/commands"))
+                .bearer_auth(&owner)
+                .json(&json!({"type": "ping", "payload": {"sent_us": sent_us}}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        });
+    }
+    let mut queued = 0;
+    while let Some(ok) = sends.join_next().await {
+        queued += usize::from(ok.unwrap_or(false));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "queued {queued} of {total} ({:.0}/s achieved); delivered {}; enqueue → device p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        queued as f64 / ticker_start.elapsed().as_secs_f64(),
+        l.len(),
+        pct(0.5),
+        pct(0.99),
+        l.last().copied().unwrap_or(0.0)
+    );
+    let _ = primary.start_kill();
+    if let Some(mut s) = second {
+        let _ = s.start_kill();
+    }
+    Ok(())
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `target/release/swrm serve` on a free port; answers the child, its base
+/// URL and (on a fresh database) the owner key.
+async fn spawn_server(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> Result<(Child, String, Option<String>), Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("swrm"))
+        .filter(|p| p.exists())
+        .ok_or("target/release/swrm is missing: run `cargo build --release` first")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("SWRM_LOG", "error")
+        .env("SWRM_PAIR_RATE_PER_MINUTE", "0")
+        .env("SWRM_DEVICE_RATE_PER_SECOND", "0")
+        .env("SWRM_ORG_KEY_RATE_PER_SECOND", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd.spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("stdout")?).lines();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{base}/livez")).send().await.is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the server did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut owner = None;
+    if let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(300), stdout.next_line()).await
+        && line.starts_with("Created")
+        && let Ok(Some(key)) = stdout.next_line().await
+    {
+        owner = key.split_whitespace().last().map(str::to_owned);
+    }
+    Ok((child, base, owner))
+}
+
+async fn create_devices(
+    base: &str,
+    owner: &str,
+    n: usize,
+) -> Result<Vec<(String, String)>, Box<dyn std::error::Error>> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(n);
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, base, owner) = (http.clone(), base.to_owned(), owner.to_owned());
+        batch.spawn(async move {
+            let created: Value = http
+                .post(format!("{base}/api/v1/devices"))
+                .bearer_auth(&owner)
+                .json(&json!({"name": format!("waiter-{i}")}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let paired: Value = http
+                .post(format!("{base}/api/public/v1/pair"))
+                .json(&json!({"provisioning_token": created["provisioning_token"]}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok::<_, reqwest::Error>((
+                paired["device_id"].as_str().unwrap_or_default().to_owned(),
+                paired["api_key"].as_str().unwrap_or_default().to_owned(),
+            ))
+        });
+        if batch.len() >= 64 {
+            out.push(batch.join_next().await.ok_or("join")???);
+        }
+    }
+    while let Some(done) = batch.join_next().await {
+        out.push(done??);
+    }
+    Ok(out)
+}
+
+fn record(latencies: &Latencies, epoch: Instant, payload: &Value) {
+    // Payload numbers are JSON numbers (doubles in a protobuf Struct).
+    if let Some(sent) = payload["sent_us"].as_f64() {
+        let now = epoch.elapsed().as_micros() as f64;
+        latencies
+            .lock()
+            .unwrap()
+            .push((now - sent).max(0.0) / 1000.0);
+    }
+}
+
+/// A device holding REST long polls, each on its own connection.
+async fn long_poll(
+    base: String,
+    key: String,
+    epoch: Instant,
+    latencies: Latencies,
+    connected: Arc<AtomicUsize>,
+) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("a client");
+    let mut first = true;
+    loop {
+        let req = http
+            .get(format!("{base}/api/public/v1/commands?wait=60"))
+            .bearer_auth(&key)
+            .send();
+        if first {
+            connected.fetch_add(1, Ordering::Relaxed);
+            first = false;
+        }
+        let Ok(res) = req.await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let Ok(body) = res.json::<Value>().await else {
+            continue;
+        };
+        for c in body["commands"].as_array().into_iter().flatten() {
+            record(&latencies, epoch, &c["payload"]);
+        }
+    }
+}
+
+/// A device holding a `StreamCommands` stream on its own HTTP/2 connection.
+async fn stream(
+    base: String,
+    key: String,
+    epoch: Instant,
+    latencies: Latencies,
+    connected: Arc<AtomicUsize>,
+) {
+    let Ok(channel) = tonic::transport::Channel::from_shared(base)
+        .expect("a URL")
+        .connect()
+        .await
+    else {
+        return;
+    };
+    let mut client = proto::device_service_client::DeviceServiceClient::new(channel);
+    let mut req = tonic::Request::new(proto::StreamCommandsRequest {});
+    let bearer = format!("Bearer {key}").parse().expect("ascii");
+    req.metadata_mut().insert("authorization", bearer);
+    let Ok(res) = client.stream_commands(req).await else {
+        return;
+    };
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut commands = res.into_inner();
+    while let Some(Ok(c)) = commands.next().await {
+        if let Some(payload) = c.payload {
+            let payload = serde_json::to_value(payload).unwrap_or_default();
+            record(&latencies, epoch, &payload);
+        }
+    }
+}
