@@ -373,3 +373,58 @@ async fn replicas_wake_each_other() {
     );
     assert_eq!(body["commands"][0]["id"], queued["id"]);
 }
+
+/// Integrators watch the organization's command status changes as they
+/// happen: queued, delivered, succeeded; another organization sees none.
+#[tokio::test]
+async fn watch_commands_streams_status_changes() {
+    let s = common::start().await;
+    let (device_id, key) = s.paired_device("cam").await;
+    let mut admin = s.admin_client(Some(&s.owner_key)).await;
+    let mut watch = admin
+        .watch_commands(proto::WatchCommandsRequest {
+            device_id: Some(device_id.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let other = s.other_org("other").await;
+    let mut foreign = s
+        .admin_client(Some(&other))
+        .await
+        .watch_commands(proto::WatchCommandsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // The stream is subscribed once its answer has arrived.
+    let queued = s
+        .post(
+            &format!("/api/v1/devices/{device_id}/commands"),
+            Some(&s.owner_key),
+            json!({"type": "reboot"}),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::CREATED, "{}", queued.body);
+    let id = queued.body["id"].as_str().unwrap().to_owned();
+    let polled = s.get("/api/public/v1/commands?wait=0", Some(&key)).await;
+    assert_eq!(polled.body["commands"][0]["id"], id.as_str());
+    s.post(
+        &format!("/api/public/v1/commands/{id}/ack"),
+        Some(&key),
+        json!({"status": "succeeded"}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("succeeded") {
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("a status change within 5 s")
+            .unwrap()
+            .expect("the stream stays open");
+        assert_eq!(next.id, id);
+        seen.push(next.status);
+    }
+    assert_eq!(seen, ["queued", "delivered", "succeeded"]);
+    let nothing = tokio::time::timeout(Duration::from_millis(300), foreign.message()).await;
+    assert!(nothing.is_err(), "another organization saw {nothing:?}");
+}
