@@ -129,6 +129,13 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// [`rfc3339`] of a time stored as Unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(rfc3339)
+        .unwrap_or_default()
+}
+
 /// A new time-ordered id.
 pub fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()

@@ -19,7 +19,7 @@ use crate::{
             labels::LabelsInput,
         },
         page::{Cursor, PageRequest},
-        rfc3339,
+        rfc3339_ms,
     },
     error::{Error, Result},
     proto::{self, upload_capture_chunk::Part},
@@ -27,12 +27,6 @@ use crate::{
 };
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
-
-fn millis(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(rfc3339)
-        .unwrap_or_default()
-}
 
 /// The base URL signed paths are joined to: `--public-url`, else the one
 /// the caller used.
@@ -77,7 +71,7 @@ fn detection_out(d: capture_detection::Model) -> proto::Detection {
             name,
             version: d.model_version.unwrap_or_default(),
         }),
-        set_at: millis(d.set_ms),
+        set_at: rfc3339_ms(d.set_ms),
     }
 }
 
@@ -89,7 +83,7 @@ fn capture_out(v: CaptureView, image_url: Option<String>) -> proto::Capture {
     let r = v.row;
     proto::Capture {
         capture_id: r.id.to_string(),
-        received_at: millis(r.received_ms),
+        received_at: rfc3339_ms(r.received_ms),
         image: Some(proto::ImageInfo {
             content_type: r.content_type,
             size_bytes: r.size_bytes.max(0) as u64,
@@ -105,7 +99,7 @@ fn capture_out(v: CaptureView, image_url: Option<String>) -> proto::Capture {
                 sensor_type: s.sensor_type,
                 value: s.value,
                 unit: s.unit,
-                ts: millis(s.ts_ms),
+                ts: rfc3339_ms(s.ts_ms),
             })
             .collect(),
         device_id: if admin {
@@ -114,7 +108,7 @@ fn capture_out(v: CaptureView, image_url: Option<String>) -> proto::Capture {
             String::new()
         },
         image_url,
-        ts: r.ts_ms.map(millis),
+        ts: r.ts_ms.map(rfc3339_ms),
         tags,
         model: model.map(|m| proto::ModelRef {
             name: m.name,

@@ -13,7 +13,7 @@ use crate::{
     core::{
         commands::{self, delivery},
         page::PageRequest,
-        rfc3339,
+        rfc3339, rfc3339_ms,
     },
     proto,
     store::entities::command,
@@ -35,7 +35,7 @@ pub fn for_device(c: &command::Model) -> proto::Command {
         r#type: c.kind.clone(),
         payload: payload(&c.payload),
         created_at: rfc3339(c.created_at),
-        expires_at: rfc3339(commands::at(c.expires_ms)),
+        expires_at: rfc3339_ms(c.expires_ms),
         attempt: u32::try_from(c.attempt).unwrap_or(0),
     }
 }
@@ -53,7 +53,7 @@ pub fn status(c: &command::Model) -> proto::CommandStatus {
         result: payload(&c.result),
         message: c.message.clone(),
         created_at: rfc3339(c.created_at),
-        expires_at: rfc3339(commands::at(c.expires_ms)),
+        expires_at: rfc3339_ms(c.expires_ms),
         updated_at: Some(rfc3339(c.updated_at)),
         deployment_id: c.deployment_id.map(|id| id.to_string()),
     }

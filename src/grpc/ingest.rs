@@ -16,19 +16,13 @@ use crate::{
         page::PageRequest,
         queries,
         queries::{SeriesPage, Window},
-        rfc3339, sensor_types, webhooks,
+        rfc3339, rfc3339_ms, sensor_types, webhooks,
     },
     proto,
     store::entities::{alert, alert_rule, webhook, webhook_delivery},
 };
 
 type Reply<T> = Result<Response<T>, Status>;
-
-fn millis(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(rfc3339)
-        .unwrap_or_default()
-}
 
 pub async fn get_readings(
     app: &App,
@@ -47,7 +41,7 @@ pub async fn get_readings(
             answer.buckets = buckets
                 .into_iter()
                 .map(|k| proto::ReadingBucket {
-                    start: millis(k.start_ms),
+                    start: rfc3339_ms(k.start_ms),
                     min: k.min,
                     max: k.max,
                     avg: k.avg,
@@ -63,7 +57,7 @@ pub async fn get_readings(
                 .points
                 .into_iter()
                 .map(|(ts, value)| proto::ReadingPoint {
-                    ts: millis(ts),
+                    ts: rfc3339_ms(ts),
                     value,
                 })
                 .collect();
@@ -94,7 +88,7 @@ pub async fn get_latest_readings(
                     .unwrap_or_default(),
                 sensor_type: r.sensor_type,
                 value: r.value,
-                ts: millis(r.ts_ms),
+                ts: rfc3339_ms(r.ts_ms),
             })
             .collect(),
     }))
@@ -104,7 +98,7 @@ fn telemetry_point(key: String, value: &str, ts_ms: i64) -> proto::TelemetryPoin
     proto::TelemetryPoint {
         key,
         value: serde_json::from_str(value).ok(),
-        ts: millis(ts_ms),
+        ts: rfc3339_ms(ts_ms),
     }
 }
 
@@ -170,8 +164,8 @@ pub async fn list_events(
                 severity: e.severity,
                 message: e.message,
                 data: e.data.and_then(|d| serde_json::from_str(&d).ok()),
-                ts: millis(e.ts_ms),
-                received_at: millis(e.received_ms),
+                ts: rfc3339_ms(e.ts_ms),
+                received_at: rfc3339_ms(e.received_ms),
             })
             .collect(),
         next_page_token,
@@ -435,7 +429,7 @@ fn delivery(m: webhook_delivery::Model) -> proto::WebhookDelivery {
         last_status_code: m.last_status_code.and_then(|c| u32::try_from(c).ok()),
         last_error: m.last_error,
         created_at: rfc3339(m.created_at),
-        next_attempt_at: m.next_attempt_ms.map(millis),
+        next_attempt_at: m.next_attempt_ms.map(rfc3339_ms),
         delivered_at: m.delivered_at.map(rfc3339),
         payload: serde_json::from_str(&m.payload).ok(),
     }

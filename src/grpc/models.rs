@@ -10,10 +10,10 @@ use crate::{
     app::App,
     auth::{Credential, require_device, require_read, require_write},
     core::{
-        blobs, commands,
+        blobs,
         models::{self, ModelMeta, ModelPart, deployments},
         page::PageRequest,
-        rfc3339,
+        rfc3339, rfc3339_ms,
     },
     error::Result,
     proto::{self, upload_model_chunk::Part},
@@ -21,10 +21,6 @@ use crate::{
 };
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
-
-fn ms_time(ms: i64) -> String {
-    rfc3339(commands::at(ms))
-}
 
 pub fn model_out(m: &model_artifact::Model) -> proto::Model {
     proto::Model {
@@ -34,7 +30,7 @@ pub fn model_out(m: &model_artifact::Model) -> proto::Model {
         format: m.format.clone(),
         sha256: m.sha256.clone(),
         size_bytes: u64::try_from(m.size_bytes).unwrap_or_default(),
-        created_at: ms_time(m.created_ms),
+        created_at: rfc3339_ms(m.created_ms),
     }
 }
 
@@ -49,7 +45,7 @@ fn deployment_out(v: deployments::DeploymentView) -> proto::Deployment {
         group_id: d.group_id.map(|g| g.to_string()),
         all_devices: d.all_devices,
         commands_queued: r.total(),
-        created_at: ms_time(d.created_ms),
+        created_at: rfc3339_ms(d.created_ms),
         location_id: d.location_id.map(|l| l.to_string()),
         rollup: Some(proto::DeploymentRollup {
             pending: r.pending,
@@ -188,7 +184,7 @@ pub async fn deployment_devices(
                 device_id: t.device_id.to_string(),
                 status: t.status.into(),
                 command_id: t.command_id.to_string(),
-                active_at: t.active_ms.map(ms_time),
+                active_at: t.active_ms.map(rfc3339_ms),
             })
             .collect(),
         next_page_token,

@@ -15,7 +15,6 @@
 
 pub mod delivery;
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use std::time::Duration;
 use uuid::Uuid;
@@ -263,9 +262,4 @@ pub async fn ack(core: &Core, who: &DevicePrincipal, id: &str, ack: Ack) -> Resu
             Ok(updated)
         }
     }
-}
-
-/// Unix milliseconds as a time.
-pub fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
