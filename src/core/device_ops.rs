@@ -66,8 +66,8 @@ pub struct DeviceConfig {
     pub group: Option<device_group::Model>,
     pub location: Option<location::Model>,
     pub sensor_keys: Vec<String>,
-    /// The deployment and model this device should run (what `/model`
-    /// answers).
+    /// The deployment and model this device should run: `/config`'s
+    /// `active_model`, and what `/model` answers.
     pub deployed: Option<(uuid::Uuid, crate::store::entities::model_artifact::Model)>,
 }
 
@@ -92,6 +92,7 @@ async fn read_config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig>
         Some(id) => Some(places::find_group(&tx, id).await?),
         None => None,
     };
+    let deployed = super::models::deployments::for_device_in(&tx, who.device_id).await?;
     tx.commit().await?;
     let org = orgs::get_org(&core.store, who.org_id).await?;
     // The device's own list, else its group's, else every registered type.
@@ -109,7 +110,6 @@ async fn read_config(core: &Core, who: &DevicePrincipal) -> Result<DeviceConfig>
             .map(|t| t.key)
             .collect(),
     };
-    let deployed = super::models::deployments::for_device(core, who).await?;
     Ok(DeviceConfig {
         device,
         org,

@@ -10,7 +10,7 @@ use crate::{
     app::App,
     auth::{Credential, require_device, require_read, require_write},
     core::{
-        blobs,
+        blobs, device_ops,
         models::{self, ModelMeta, ModelPart, deployments},
         page::PageRequest,
         rfc3339, rfc3339_ms,
@@ -199,13 +199,16 @@ pub async fn device_model(
 ) -> Reply<proto::GetModelResponse> {
     let who = require_device(credential(&req))?;
     let base = base_url(app, &req);
-    let Some((deployment_id, model)) = deployments::for_device(&app.core, &who).await? else {
+    // From the device's cached configuration, so `/model` and `/config`
+    // agree and a fleet polling `/model` costs no queries.
+    let config = device_ops::config(&app.core, &who).await?;
+    let Some((deployment_id, model)) = &config.deployed else {
         return Ok(Response::new(proto::GetModelResponse::default()));
     };
     let (url, expires_at) = blobs::signed_url(&app.core, &model.blob_key).await?;
     Ok(Response::new(proto::GetModelResponse {
         deployment_id: deployment_id.to_string(),
-        model: Some(model_out(&model)),
+        model: Some(model_out(model)),
         download_url: url.resolve(&base),
         expires_at: rfc3339(expires_at),
     }))

@@ -537,3 +537,57 @@ async fn deployments_check_their_target() {
     assert_eq!(d.body["location_id"], loc.body["id"]);
     assert_eq!(d.body["commands_queued"], 0);
 }
+
+/// `/model` answers from the device's cached configuration: deleting a
+/// model (with the superseded deployment a device still named) must not
+/// leave it answering the deleted model.
+#[tokio::test]
+async fn a_deleted_model_leaves_no_stale_answer() {
+    let s = common::start().await;
+    let owner = Some(s.owner_key.as_str());
+    let group = s
+        .post("/api/v1/groups", owner, json!({"name": "dock"}))
+        .await;
+    let group_id = group.body["id"].as_str().unwrap().to_owned();
+    let (cam, key) = s.paired_device("cam").await;
+    let patch = |group: Value| {
+        let s = &s;
+        let cam = cam.clone();
+        async move {
+            let a = s
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/api/v1/devices/{cam}"),
+                    Some(&s.owner_key),
+                    Some(json!({ "group_id": group })),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        }
+    };
+    patch(json!(group_id)).await;
+    let v1 = model(&s, "det", "1", artifact(100, 1)).await;
+    let v2 = model(&s, "det", "2", artifact(100, 2)).await;
+    deploy(&s, json!({"model_id": v1, "group_id": group_id})).await;
+    // The device leaves the group but keeps v1; /model is now cached.
+    patch(json!("")).await;
+    let a = s.get("/api/public/v1/model", Some(&key)).await;
+    assert_eq!(a.body["model"]["id"], v1.as_str());
+    // A newer group deployment retires the old one; v1 can go.
+    deploy(&s, json!({"model_id": v2, "group_id": group_id})).await;
+    let a = s.get("/api/public/v1/model", Some(&key)).await;
+    assert_eq!(a.body["model"]["id"], v1.as_str(), "cached again");
+    let a = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/models/{v1}"),
+            owner,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let a = s.get("/api/public/v1/model", Some(&key)).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let cfg = s.get("/api/public/v1/config", Some(&key)).await;
+    assert_eq!(cfg.body["active_model"], Value::Null);
+}

@@ -364,26 +364,22 @@ async fn current_target(tx: &OrgTx, device_id: Uuid) -> Result<Option<deployment
         .await?)
 }
 
-/// The deployment and model this device should run, if any.
-pub async fn for_device(
-    core: &Core,
-    who: &DevicePrincipal,
+/// The deployment and model this device should run, if any. Read with
+/// the device's `/config` (and cached with it: `/model` answers from there).
+pub async fn for_device_in(
+    tx: &OrgTx,
+    device_id: Uuid,
 ) -> Result<Option<(Uuid, model_artifact::Model)>> {
-    let tx = core.store.org_read(who.org_id).await?;
-    let Some(target) = current_target(&tx, who.device_id).await? else {
-        tx.commit().await?;
+    let Some(target) = current_target(tx, device_id).await? else {
         return Ok(None);
     };
     let Some(d) = deployment::Entity::find_by_id((tx.org_id(), target.deployment_id))
         .one(tx.conn())
         .await?
     else {
-        tx.commit().await?;
         return Ok(None);
     };
-    let model = find_model(&tx, d.model_id).await?;
-    tx.commit().await?;
-    Ok(Some((d.id, model)))
+    Ok(Some((d.id, find_model(tx, d.model_id).await?)))
 }
 
 /// A `model_swap` event: the device runs this deployment's model now.

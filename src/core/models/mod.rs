@@ -262,7 +262,7 @@ pub async fn get(core: &Core, access: &OrgRead, id: &str) -> Result<model_artifa
 /// (their history goes with it) and its artifact.
 pub async fn delete(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
     let id = validate::path_id("model", id)?;
-    let tx = core.store.org_tx(access.org_id()).await?;
+    let mut tx = core.store.org_tx(access.org_id()).await?;
     let model = find(&tx, id).await?;
     let uses = deployment::Entity::find()
         .filter(deployment::Column::OrgId.eq(tx.org_id()))
@@ -278,11 +278,18 @@ pub async fn delete(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
             active.id
         )));
     }
-    deployment::Entity::delete_many()
+    let forgotten = deployment::Entity::delete_many()
         .filter(deployment::Column::OrgId.eq(tx.org_id()))
         .filter(deployment::Column::ModelId.eq(id))
         .exec(tx.conn())
         .await?;
+    if forgotten.rows_affected > 0 {
+        // A device moved out of a group may still have named one of them.
+        tx.publish(crate::bus::Event::DeploymentChanged {
+            org_id: tx.org_id(),
+        })
+        .await?;
+    }
     model_artifact::Entity::delete_by_id((tx.org_id(), id))
         .exec(tx.conn())
         .await?;
