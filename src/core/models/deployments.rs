@@ -19,7 +19,7 @@ use crate::{
     auth::{DevicePrincipal, OrgRead, OrgWrite},
     bus::Event,
     core::{
-        Core, commands, devices, new_id,
+        Core, commands, new_id,
         page::{Cursor, PageRequest},
         places, validate,
     },
@@ -142,10 +142,15 @@ pub async fn create(
     let model = find_model(&tx, model_id).await?;
     let reached = match &target {
         Target::Devices(ids) => {
-            for (i, id) in ids.iter().enumerate() {
-                devices::find_by_id(&tx, *id)
-                    .await
-                    .map_err(|_| Error::NotFound(format!("device_ids[{i}]: no such device")))?;
+            // One query for the list; the first id not found is named (the
+            // list is deduplicated, so by value rather than position).
+            let found: std::collections::HashSet<Uuid> =
+                device_ids(&tx, device::Column::Id.is_in(ids.iter().copied()))
+                    .await?
+                    .into_iter()
+                    .collect();
+            if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+                return Err(Error::NotFound(format!("device_ids: no device {missing}")));
             }
             ids.clone()
         }
