@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod api_keys;
+pub mod blob_upload;
 pub mod blobs;
 pub mod captures;
 pub mod clock;

@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use sha2::{Digest, Sha256};
 use tokio_stream::{Stream, StreamExt};
 use uuid::Uuid;
 
@@ -16,9 +15,10 @@ use super::{
 };
 use crate::{
     auth::DevicePrincipal,
-    blobs::BlobWriter,
     core::{
-        Core, blobs, ingest, new_id, validate,
+        Core,
+        blob_upload::{BlobUpload, too_large},
+        ingest, new_id, validate,
         writer::{CaptureRows, Job},
     },
     error::{Error, Result},
@@ -46,14 +46,13 @@ struct ImageFacts {
 /// The image as it streams in.
 struct Incoming {
     limit: u64,
+    /// Bytes received so far.
     size: u64,
     /// The first bytes, until the format is known.
     head: Vec<u8>,
     kind: Option<ImageKind>,
-    key: Option<String>,
-    writer: Option<Box<dyn BlobWriter>>,
-    finished: bool,
-    hasher: Sha256,
+    /// The blob, once the format (and so the key) is known.
+    blob: Option<BlobUpload>,
     probe: DimensionProbe,
 }
 
@@ -64,26 +63,19 @@ impl Incoming {
             size: 0,
             head: Vec::new(),
             kind: None,
-            key: None,
-            writer: None,
-            finished: false,
-            hasher: Sha256::new(),
+            blob: None,
             probe: DimensionProbe::default(),
         }
     }
 
     async fn push(&mut self, core: &Core, who: &DevicePrincipal, bytes: Bytes) -> Result<()> {
         self.size += bytes.len() as u64;
-        if self.size > self.limit {
-            return Err(Error::PayloadTooLarge(format!(
-                "image is larger than the {}-byte limit",
-                self.limit
-            )));
-        }
-        self.hasher.update(&bytes);
         self.probe.feed(&bytes);
-        if let Some(writer) = self.writer.as_mut() {
-            return writer.write(bytes).await;
+        if let Some(blob) = self.blob.as_mut() {
+            return blob.push(core, bytes).await;
+        }
+        if self.size > self.limit {
+            return Err(too_large("image", self.limit));
         }
         self.head.extend_from_slice(&bytes);
         if self.head.len() < SNIFF_BYTES {
@@ -99,13 +91,11 @@ impl Incoming {
             kind.extension()
         );
         self.kind = Some(kind);
-        self.key = Some(key.clone());
-        let mut writer = blobs::begin(core, who.org_id, &key).await?;
-        let head = Bytes::from(std::mem::take(&mut self.head));
-        // Stored first so a failed write is abandoned with the rest.
-        let written = writer.write(head).await;
-        self.writer = Some(writer);
-        written
+        let blob = self
+            .blob
+            .insert(BlobUpload::new(who.org_id, key, "image", self.limit));
+        blob.push(core, Bytes::from(std::mem::take(&mut self.head)))
+            .await
     }
 
     /// Ends the stream: the blob is durable under its key.
@@ -115,32 +105,25 @@ impl Incoming {
                 "image is required (the image part, or data chunks)",
             ));
         }
-        let (Some(kind), Some(key)) = (self.kind, self.key.clone()) else {
+        let (Some(kind), Some(blob)) = (self.kind, self.blob.as_mut()) else {
             return Err(not_an_image());
         };
         let (width, height) = std::mem::take(&mut self.probe).finish()?;
-        let writer = self.writer.take().expect("a writer once the kind is known");
-        writer.finish().await?;
-        self.finished = true;
+        let (size, sha256) = blob.finish().await?;
         Ok(ImageFacts {
             kind,
-            key,
-            size: self.size,
+            key: blob.key().to_owned(),
+            size,
             width,
             height,
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+            sha256,
         })
     }
 
     /// Removes whatever was stored of this upload.
     async fn abandon(&mut self, core: &Core) {
-        let Some(key) = self.key.take() else {
-            return;
-        };
-        match self.writer.take() {
-            Some(writer) => blobs::abandon(core, &key, writer).await,
-            None if self.finished => blobs::discard(core, &key).await,
-            None => {}
+        if let Some(blob) = self.blob.as_mut() {
+            blob.abandon(core).await;
         }
     }
 }

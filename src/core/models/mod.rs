@@ -7,14 +7,12 @@ pub mod deployments;
 
 use bytes::Bytes;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use sha2::{Digest, Sha256};
 use tokio_stream::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::{Core, blobs, new_id, page::PageRequest, validate};
+use super::{Core, blob_upload::BlobUpload, blobs, new_id, page::PageRequest, validate};
 use crate::{
     auth::{OrgRead, OrgWrite},
-    blobs::BlobWriter,
     error::{Error, Result},
     store::{
         OrgTx,
@@ -38,60 +36,6 @@ pub struct ModelMeta {
 pub enum ModelPart {
     Meta(ModelMeta),
     Data(Bytes),
-}
-
-/// The artifact as it streams in.
-struct Incoming {
-    org_id: Uuid,
-    id: Uuid,
-    key: String,
-    writer: Option<Box<dyn BlobWriter>>,
-    stored: bool,
-    size: u64,
-    limit: u64,
-    hasher: Sha256,
-}
-
-impl Incoming {
-    async fn push(&mut self, core: &Core, bytes: Bytes) -> Result<()> {
-        self.size += bytes.len() as u64;
-        if self.size > self.limit {
-            return Err(Error::PayloadTooLarge(format!(
-                "file is larger than the {}-byte limit",
-                self.limit
-            )));
-        }
-        self.hasher.update(&bytes);
-        if self.writer.is_none() {
-            self.writer = Some(blobs::begin(core, self.org_id, &self.key).await?);
-        }
-        self.writer
-            .as_mut()
-            .expect("opened above")
-            .write(bytes)
-            .await
-    }
-
-    async fn finish(&mut self) -> Result<(u64, String)> {
-        let writer = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::invalid("file is required (the file part, or data chunks)"))?;
-        writer.finish().await?;
-        self.stored = true;
-        Ok((
-            self.size,
-            hex::encode(std::mem::take(&mut self.hasher).finalize()),
-        ))
-    }
-
-    async fn abandon(&mut self, core: &Core) {
-        match self.writer.take() {
-            Some(w) => blobs::abandon(core, &self.key, w).await,
-            None if self.stored => blobs::discard(core, &self.key).await,
-            None => {}
-        }
-    }
 }
 
 fn merge(into: &mut ModelMeta, part: ModelMeta) -> Result<()> {
@@ -142,16 +86,8 @@ where
 {
     let org_id = access.org_id();
     let id = new_id();
-    let mut file = Incoming {
-        org_id,
-        id,
-        key: format!("models/{}/{}.bin", org_id.simple(), id.simple()),
-        writer: None,
-        stored: false,
-        size: 0,
-        limit: core.settings.max_model_bytes,
-        hasher: Sha256::new(),
-    };
+    let key = format!("models/{}/{}.bin", org_id.simple(), id.simple());
+    let mut file = BlobUpload::new(org_id, key, "file", core.settings.max_model_bytes);
     let mut meta = ModelMeta::default();
     let outcome = async {
         while let Some(part) = parts.next().await {
@@ -162,7 +98,7 @@ where
                     // first (as on gRPC; REST parts may come in any order).
                     let complete =
                         meta.name.is_some() && meta.version.is_some() && meta.format.is_some();
-                    if file.size == 0 && complete {
+                    if file.size() == 0 && complete {
                         checked(&meta)?;
                     }
                     file.push(core, bytes).await?;
@@ -173,13 +109,13 @@ where
         let (size, sha256) = file.finish().await?;
         let row = model_artifact::Model {
             org_id,
-            id: file.id,
+            id,
             name,
             version,
             format,
             sha256,
             size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-            blob_key: file.key.clone(),
+            blob_key: file.key().to_owned(),
             created_ms: core.clock.now().timestamp_millis(),
         };
         insert(core, row).await
