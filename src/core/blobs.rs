@@ -93,11 +93,14 @@ pub async fn settle(tx: &OrgTx, key: &str) -> Result<()> {
         .exec(tx.conn())
         .await?;
     if gone.rows_affected != 1 {
-        return Err(Error::Unavailable(
-            "the upload took longer than the orphan grace period; retry".into(),
-        ));
+        return Err(swept_before_its_row());
     }
     Ok(())
+}
+
+/// The sweep took a blob's record (and the blob) before its row committed.
+pub fn swept_before_its_row() -> Error {
+    Error::Unavailable("the upload took longer than the orphan grace period; retry".into())
 }
 
 /// In the transaction that deletes the row naming `key`: marks the blob

@@ -72,7 +72,7 @@ pub(super) async fn captures(
         .rows_affected;
     if settled != keys.len() as u64 {
         return Err(if keys.len() == 1 {
-            Error::Unavailable("the upload took longer than the orphan grace period; retry".into())
+            crate::core::blobs::swept_before_its_row()
         } else {
             // Retried one by one, which names the late upload.
             Error::Internal("a capture's blob was swept before its row".into())
