@@ -51,15 +51,7 @@ pub async fn run(config: AgentConfig) -> Result<(), Error> {
 /// fleet that lost the server does not come back all at once.
 fn backoff(failures: u32) -> Duration {
     let base = (500u64 << failures.min(6)).min(30_000);
-    let jitter = rand_below(base / 2 + 1);
-    Duration::from_millis(base / 2 + jitter)
-}
-
-fn rand_below(n: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    (nanos ^ (nanos >> 7)) % n.max(1)
+    Duration::from_millis(base / 2 + rand::random_range(0..=base / 2))
 }
 
 fn authed<T>(message: T, key: &str) -> Request<T> {
