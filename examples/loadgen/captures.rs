@@ -14,52 +14,49 @@
 //! `SWRM_DATABASE_URL`.
 
 use bytes::Bytes;
-use serde_json::json;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 use swrm::{blobs::BlobStore, proto};
 
-use crate::run::{Outcome, run};
+use crate::{
+    fleet,
+    run::{Outcome, run},
+};
 
 /// Bytes per write in the baseline (what a multipart body arrives in).
 const CHUNK: usize = 64 * 1024;
 const DETECTIONS: &str =
     r#"{"detections":[{"label":"person","confidence":0.92,"bbox":[10,20,120,240]}]}"#;
 
-pub async fn main(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::Error> {
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
     let image_kb: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
 
     let dir = tempfile::tempdir()?;
-    let mut config = swrm::Config::for_data_dir(dir.path());
-    config.storage.database_url = std::env::var("SWRM_DATABASE_URL").ok();
-    config.rate_limits.device_rate_per_second = 0;
-    config.rate_limits.org_key_rate_per_second = 0;
-    config.rate_limits.pair_rate_per_minute = 0;
-    config.max_capture_bytes = 64 * 1024 * 1024;
-    if std::env::var("SWRM_BLOB_STORE").as_deref() == Ok("s3") {
-        let b = &mut config.blobs;
-        b.backend = swrm::blobs::BlobBackend::S3;
-        b.s3_endpoint = std::env::var("SWRM_S3_ENDPOINT").ok();
-        b.s3_access_key = std::env::var("SWRM_S3_ACCESS_KEY").ok();
-        b.s3_secret_key = std::env::var("SWRM_S3_SECRET_KEY").ok();
-        b.s3_bucket = std::env::var("SWRM_S3_BUCKET").unwrap_or_else(|_| "swrm-bench".into());
-    }
-    let (app, created) = swrm::build(config).await?;
-    let owner = created.ok_or("use an empty database")?.api_key;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(swrm::serve(app.clone(), listener, std::future::pending()));
+    let (app, base, owner) = fleet::serve_in_process(dir.path(), |config| {
+        config.max_capture_bytes = 64 * 1024 * 1024;
+        if std::env::var("SWRM_BLOB_STORE").as_deref() == Ok("s3") {
+            let b = &mut config.blobs;
+            b.backend = swrm::blobs::BlobBackend::S3;
+            b.s3_endpoint = std::env::var("SWRM_S3_ENDPOINT").ok();
+            b.s3_access_key = std::env::var("SWRM_S3_ACCESS_KEY").ok();
+            b.s3_secret_key = std::env::var("SWRM_S3_SECRET_KEY").ok();
+            b.s3_bucket = std::env::var("SWRM_S3_BUCKET").unwrap_or_else(|_| "swrm-bench".into());
+        }
+    })
+    .await?;
 
     let http = reqwest::Client::new();
     let mut keys = Vec::new();
     for i in 0..concurrency {
-        keys.push(pair(&http, &base, &owner, &format!("cam-{i}")).await?);
+        keys.push(
+            fleet::pair(&http, &base, &owner, &format!("cam-{i}"))
+                .await?
+                .key,
+        );
     }
     let keys = Arc::new(keys);
     let image = Bytes::from(jpeg(1280, 720, image_kb * 1024));
@@ -144,30 +141,6 @@ pub async fn main(
         );
     }
     Ok(())
-}
-
-async fn pair(
-    http: &reqwest::Client,
-    base: &str,
-    owner: &str,
-    name: &str,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let created: serde_json::Value = http
-        .post(format!("{base}/api/v1/devices"))
-        .bearer_auth(owner)
-        .json(&json!({"name": name}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let paired: serde_json::Value = http
-        .post(format!("{base}/api/public/v1/pair"))
-        .json(&json!({"provisioning_token": created["provisioning_token"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(paired["api_key"].as_str().ok_or("no key")?.to_owned())
 }
 
 fn rest_upload(

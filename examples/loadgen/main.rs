@@ -17,6 +17,7 @@
 //! command-delivery one (see `waiters.rs`).
 
 mod captures;
+mod fleet;
 mod raw;
 mod run;
 mod waiters;
@@ -41,7 +42,7 @@ struct Device {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), fleet::Error> {
     let mut args = std::env::args().skip(1).peekable();
     match args.peek().map(String::as_str) {
         Some("captures") => {
@@ -58,39 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
 
     let dir = tempfile::tempdir()?;
-    let mut config = swrm::Config::for_data_dir(dir.path());
-    config.storage.database_url = std::env::var("SWRM_DATABASE_URL").ok();
-    config.rate_limits.device_rate_per_second = 0;
-    config.rate_limits.org_key_rate_per_second = 0;
-    config.rate_limits.pair_rate_per_minute = 0;
-    let (app, created) = swrm::build(config).await?;
-    let owner = created.ok_or("use an empty database")?.api_key;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(swrm::serve(app.clone(), listener, std::future::pending()));
+    let (app, base, owner) = fleet::serve_in_process(dir.path(), |_| {}).await?;
 
     let http = reqwest::Client::new();
     let mut devices = Vec::new();
     for i in 0..concurrency {
-        let created: serde_json::Value = http
-            .post(format!("{base}/api/v1/devices"))
-            .bearer_auth(&owner)
-            .json(&json!({"name": format!("bench-{i}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let paired: serde_json::Value = http
-            .post(format!("{base}/api/public/v1/pair"))
-            .json(&json!({"provisioning_token": created["provisioning_token"]}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let paired = fleet::pair(&http, &base, &owner, &format!("bench-{i}")).await?;
         devices.push(Arc::new(Device {
-            id: paired["device_id"].as_str().ok_or("no id")?.parse()?,
-            org_id: paired["org_id"].as_str().ok_or("no org")?.parse()?,
-            key: paired["api_key"].as_str().ok_or("no key")?.to_owned(),
+            id: paired.device_id.parse()?,
+            org_id: paired.org_id.parse()?,
+            key: paired.key,
             seq: AtomicU64::new(1),
         }));
     }

@@ -15,7 +15,7 @@ pub async fn insert_rows(
     devices: &[Uuid],
     seconds: u64,
     batch: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<f64, crate::fleet::Error> {
     let db = store.unscoped();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();

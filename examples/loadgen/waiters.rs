@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 use swrm::proto;
+
+use crate::fleet::{self, Paired};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -30,9 +32,7 @@ use tokio_stream::StreamExt;
 
 type Latencies = Arc<Mutex<Vec<f64>>>;
 
-pub async fn main(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::Error> {
     let n: usize = args
         .next()
         .map(|a| a.parse())
@@ -81,8 +81,8 @@ pub async fn main(
     let epoch = Instant::now();
     let latencies: Latencies = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
-    for (i, (_, key)) in devices.iter().enumerate() {
-        let (base, key) = (wait_base.clone(), key.clone());
+    for (i, device) in devices.iter().enumerate() {
+        let (base, key) = (wait_base.clone(), device.key.clone());
         let (latencies, connected) = (latencies.clone(), connected.clone());
         if i % 2 == 0 {
             tokio::spawn(long_poll(base, key, epoch, latencies, connected));
@@ -119,7 +119,7 @@ pub async fn main(
         let due = ticker_start + interval * k as u32;
         tokio::time::sleep_until(due.into()).await;
         let (http, base, owner) = (http.clone(), base.clone(), owner.clone());
-        let device = devices[(k as usize * 7919) % n].0.clone();
+        let device = devices[(k as usize * 7919) % n].device_id.clone();
         sends.spawn(async move {
             let sent_us = epoch.elapsed().as_micros() as u64;
             http.post(format!("{base}/api/v1/devices/{device}/commands"))
@@ -186,7 +186,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn spawn_server(
     dir: &std::path::Path,
     database_url: Option<&str>,
-) -> Result<(Child, String, Option<String>), Box<dyn std::error::Error>> {
+) -> Result<(Child, String, Option<String>), fleet::Error> {
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -233,37 +233,13 @@ async fn spawn_server(
     Ok((child, base, owner))
 }
 
-async fn create_devices(
-    base: &str,
-    owner: &str,
-    n: usize,
-) -> Result<Vec<(String, String)>, Box<dyn std::error::Error>> {
+async fn create_devices(base: &str, owner: &str, n: usize) -> Result<Vec<Paired>, fleet::Error> {
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(n);
     let mut batch = tokio::task::JoinSet::new();
     for i in 0..n {
         let (http, base, owner) = (http.clone(), base.to_owned(), owner.to_owned());
-        batch.spawn(async move {
-            let created: Value = http
-                .post(format!("{base}/api/v1/devices"))
-                .bearer_auth(&owner)
-                .json(&json!({"name": format!("waiter-{i}")}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let paired: Value = http
-                .post(format!("{base}/api/public/v1/pair"))
-                .json(&json!({"provisioning_token": created["provisioning_token"]}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            Ok::<_, reqwest::Error>((
-                paired["device_id"].as_str().unwrap_or_default().to_owned(),
-                paired["api_key"].as_str().unwrap_or_default().to_owned(),
-            ))
-        });
+        batch.spawn(async move { fleet::pair(&http, &base, &owner, &format!("waiter-{i}")).await });
         if batch.len() >= 64 {
             out.push(batch.join_next().await.ok_or("join")???);
         }
