@@ -475,6 +475,21 @@ fn blob_env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Uploads a 64×64 JPEG (its bytes chosen by `seed`) to the server at `base`.
+async fn send_capture(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    seed: u64,
+) -> reqwest::Result<reqwest::Response> {
+    let image = reqwest::multipart::Part::bytes(jpeg(64, 64, 20_000, seed)).file_name("frame.jpg");
+    http.post(format!("{base}/api/public/v1/captures"))
+        .bearer_auth(key)
+        .multipart(reqwest::multipart::Form::new().part("image", image))
+        .send()
+        .await
+}
+
 /// A crash after the image is stored and before its row commits (the
 /// `capture-before-row` failpoint aborts the process there) leaves a blob
 /// no row names, never a row without its blob; after the grace period the
@@ -520,16 +535,7 @@ async fn a_crash_between_blob_and_row_leaves_an_orphan_the_sweep_removes() {
         .await
         .unwrap();
     let key = paired["api_key"].as_str().unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(jpeg(64, 64, 20_000, 1)).file_name("frame.jpg"),
-    );
-    let cut = http
-        .post(format!("{base}/api/public/v1/captures"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await;
+    let cut = send_capture(&http, &base, key, 1).await;
     assert!(cut.is_err(), "the failpoint ends the process mid-request");
     let exit = server.child.wait().await.unwrap();
     assert!(!exit.success());
@@ -565,17 +571,7 @@ async fn a_crash_between_blob_and_row_leaves_an_orphan_the_sweep_removes() {
     }
     assert!(!blob_exists(dir.path(), &blob_env, orphan).await);
     // And uploads work again, each with its blob.
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(jpeg(64, 64, 20_000, 2)).file_name("frame.jpg"),
-    );
-    let res = http
-        .post(format!("{base}/api/public/v1/captures"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = send_capture(&http, &base, key, 2).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let (pending, rows) = pending_and_rows(&db_url).await;
     assert_eq!((pending.len(), rows), (0, 1));
