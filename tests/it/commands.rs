@@ -406,25 +406,28 @@ async fn watch_commands_streams_status_changes() {
         .await;
     assert_eq!(queued.status, StatusCode::CREATED, "{}", queued.body);
     let id = queued.body["id"].as_str().unwrap().to_owned();
-    let polled = s.get("/api/public/v1/commands?wait=0", Some(&key)).await;
-    assert_eq!(polled.body["commands"][0]["id"], id.as_str());
-    s.post(
-        &format!("/api/public/v1/commands/{id}/ack"),
-        Some(&key),
-        json!({"status": "succeeded"}),
-    )
-    .await;
-    let mut seen = Vec::new();
-    while seen.last().map(String::as_str) != Some("succeeded") {
+    // Each change is reported as the command stands when the stream reads
+    // it, so each step waits for the last to show before taking the next.
+    let mut next_status = async || {
         let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
             .await
             .expect("a status change within 5 s")
             .unwrap()
             .expect("the stream stays open");
         assert_eq!(next.id, id);
-        seen.push(next.status);
-    }
-    assert_eq!(seen, ["queued", "delivered", "succeeded"]);
+        next.status
+    };
+    assert_eq!(next_status().await, "queued");
+    let polled = s.get("/api/public/v1/commands?wait=0", Some(&key)).await;
+    assert_eq!(polled.body["commands"][0]["id"], id.as_str());
+    assert_eq!(next_status().await, "delivered");
+    s.post(
+        &format!("/api/public/v1/commands/{id}/ack"),
+        Some(&key),
+        json!({"status": "succeeded"}),
+    )
+    .await;
+    assert_eq!(next_status().await, "succeeded");
     let nothing = tokio::time::timeout(Duration::from_millis(300), foreign.message()).await;
     assert!(nothing.is_err(), "another organization saw {nothing:?}");
 }
