@@ -25,23 +25,12 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, store: Store, clock: Clock, blobs: Arc<dyn BlobStore>) -> Self {
-        let settings = Settings {
-            heartbeat_interval: config.heartbeat_interval(),
-            provisioning_token_ttl: std::time::Duration::from_secs(
-                config.provisioning_token_ttl_seconds,
-            ),
-            database_timeout: config.storage.database_timeout(),
-            ts_horizon: std::time::Duration::from_secs(u64::from(config.ts_horizon_days) * 86_400),
-            max_capture_bytes: config.max_capture_bytes,
-            max_model_bytes: config.max_model_bytes,
-            snapshot_window: std::time::Duration::from_secs(config.snapshot_window_seconds.into()),
-            signed_url_ttl: std::time::Duration::from_secs(config.blobs.signed_url_seconds.into()),
-            orphan_grace: std::time::Duration::from_secs(config.blobs.orphan_grace_seconds.into()),
-        };
+        let settings = settings(&config);
         let core = Arc::new(Core::new(store, clock, settings, blobs));
         let keys = Arc::new(KeyCache::new(
             config.key_cache_entries,
             config.key_cache_rejected_entries,
+            std::time::Duration::from_secs(config.key_cache_ttl_seconds),
             core.metrics.clone(),
         ));
         let cache = keys.clone();
@@ -62,5 +51,22 @@ impl App {
     /// Credential checks that reached the database.
     pub fn auth_db_lookups(&self) -> u64 {
         self.core.auth_db_lookups()
+    }
+}
+
+/// What `core` needs of the configuration.
+pub fn settings(config: &Config) -> Settings {
+    Settings {
+        heartbeat_interval: config.heartbeat_interval(),
+        provisioning_token_ttl: std::time::Duration::from_secs(
+            config.provisioning_token_ttl_seconds,
+        ),
+        database_timeout: config.storage.database_timeout(),
+        ts_horizon: std::time::Duration::from_secs(u64::from(config.ts_horizon_days) * 86_400),
+        max_capture_bytes: config.max_capture_bytes,
+        max_model_bytes: config.max_model_bytes,
+        snapshot_window: std::time::Duration::from_secs(config.snapshot_window_seconds.into()),
+        signed_url_ttl: std::time::Duration::from_secs(config.blobs.signed_url_seconds.into()),
+        orphan_grace: std::time::Duration::from_secs(config.blobs.orphan_grace_seconds.into()),
     }
 }

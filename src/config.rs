@@ -13,6 +13,7 @@ const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
 const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
+const DEFAULT_KEY_CACHE_TTL_SECONDS: u64 = 6 * 3600;
 const DEFAULT_MAX_CAPTURE_BYTES: u64 = 10 * 1024 * 1024;
 const DEFAULT_MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 const DEFAULT_SNAPSHOT_WINDOW_SECONDS: u32 = 600;
@@ -88,6 +89,13 @@ pub struct Config {
     #[arg(long, env = "SWRM_KEY_CACHE_REJECTED_ENTRIES", default_value_t = DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub key_cache_rejected_entries: usize,
+    /// Safety-net lifetime of a cached valid key, in seconds (each entry's
+    /// is shortened by up to a tenth at random). Revocation, rotation,
+    /// re-pairing and deletion evict a key at once on every replica; this
+    /// only bounds staleness should a bus event be lost.
+    #[arg(long, env = "SWRM_KEY_CACHE_TTL_SECONDS", default_value_t = DEFAULT_KEY_CACHE_TTL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
+    pub key_cache_ttl_seconds: u64,
     /// How old a device `ts` may be, in days (older readings, telemetry and
     /// events are refused with 400).
     #[arg(long, env = "SWRM_TS_HORIZON_DAYS", default_value_t = DEFAULT_TS_HORIZON_DAYS,
@@ -141,6 +149,7 @@ impl Config {
             header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
             key_cache_entries: DEFAULT_KEY_CACHE_ENTRIES,
             key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
+            key_cache_ttl_seconds: DEFAULT_KEY_CACHE_TTL_SECONDS,
             metrics_require_key: false,
             max_capture_bytes: DEFAULT_MAX_CAPTURE_BYTES,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,

@@ -14,12 +14,14 @@
 //!
 //! Rate limits are off for the run. `loadgen captures …` runs the capture
 //! upload benchmark instead (see `captures.rs`), `loadgen waiters …` the
-//! command-delivery one (see `waiters.rs`).
+//! command-delivery one (see `waiters.rs`), `loadgen scale …` the fleet
+//! at a million registered devices (see `scale.rs`).
 
 mod captures;
 mod fleet;
 mod raw;
 mod run;
+mod scale;
 mod waiters;
 
 #[global_allocator]
@@ -52,6 +54,10 @@ async fn main() -> Result<(), fleet::Error> {
         Some("waiters") => {
             args.next();
             return waiters::main(args).await;
+        }
+        Some("scale") => {
+            args.next();
+            return scale::main(args).await;
         }
         _ => {}
     }

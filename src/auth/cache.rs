@@ -3,11 +3,21 @@
 //!
 //! Valid keys and rejections live in separate bounded maps: a flood of
 //! forged well-formed keys fills (and, when full, empties) only the
-//! rejection map, never pushing out a valid key. Entries live at most
-//! [`TTL`] (rejections [`REJECTED_TTL`]) and expired ones are pruned
-//! periodically. Revoking or rotating a key evicts its entries at once, here
-//! and on every replica, through the bus (see `App::new`); the TTL bounds
-//! staleness should an event ever be lost.
+//! rejection map, never pushing out a valid key.
+//!
+//! A valid key stays until it is revoked, rotated, re-paired or deleted:
+//! those evict its entries at once, here and on every replica, through the
+//! bus (see `App::new`), and a replica that loses the bus clears the whole
+//! cache. The time-to-live (`--key-cache-ttl-seconds`, default 6 h) is only a
+//! safety net should an event ever be lost; it is far longer than the
+//! heartbeat interval, so a fleet's keys are looked up once, not every
+//! interval, and each entry's is shortened by up to a tenth at random, so
+//! keys cached together (a fleet reconnecting) do not expire together.
+//! Rejections live [`REJECTED_TTL`] and are pruned periodically.
+//!
+//! Memory: about 250 bytes per valid key (the digest, the principal, the
+//! owner index, and the hash tables' spare room), so the default million
+//! entries is a few hundred MB at most; `examples/loadgen fleet` measures it.
 //!
 //! A lookup that read the database before a revocation committed must not
 //! put its stale answer back after the eviction: every eviction bumps a
@@ -24,10 +34,12 @@ use uuid::Uuid;
 use super::Credential;
 use crate::metrics::Metrics;
 
-pub const TTL: Duration = Duration::from_secs(30);
 /// An unknown key stays unknown (secrets are random), but a key created a
 /// moment later must not be refused for long.
 pub const REJECTED_TTL: Duration = Duration::from_secs(30);
+/// API keys are few, and their "last used" is recorded on a lookup, so
+/// they are looked up again after at most a minute.
+pub const API_KEY_TTL: Duration = Duration::from_secs(60);
 
 /// The SHA-256 of a secret: the cache key (the database stores its hex).
 pub type Digest = [u8; 32];
@@ -36,7 +48,8 @@ struct Entry {
     credential: Credential,
     /// The key's own end (a rotated key's grace), if any.
     key_expires_at: Option<DateTime<Utc>>,
-    cached_at: Instant,
+    /// When the safety-net time-to-live runs out (jittered).
+    stale_at: Instant,
 }
 
 struct Rejection {
@@ -58,6 +71,7 @@ pub struct KeyCache {
     inner: RwLock<Inner>,
     max_valid: usize,
     max_rejected: usize,
+    ttl: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -74,11 +88,17 @@ fn owner(credential: &Credential) -> Option<Uuid> {
 }
 
 impl KeyCache {
-    pub fn new(max_valid: usize, max_rejected: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        max_valid: usize,
+        max_rejected: usize,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: RwLock::default(),
             max_valid: max_valid.max(1),
             max_rejected: max_rejected.max(1),
+            ttl,
             metrics,
         }
     }
@@ -87,7 +107,7 @@ impl KeyCache {
     pub fn get(&self, digest: &Digest, now: DateTime<Utc>) -> Option<Credential> {
         let inner = self.inner.read().expect("key cache lock");
         let found = if let Some(entry) = inner.valid.get(digest) {
-            if entry.cached_at.elapsed() >= TTL {
+            if Instant::now() >= entry.stale_at {
                 None
             } else if entry.key_expires_at.is_some_and(|end| now >= end) {
                 Some(Credential::Rejected("device key revoked or expired"))
@@ -144,22 +164,48 @@ impl KeyCache {
         };
         remove_valid(&mut inner, &digest);
         if inner.valid.len() >= self.max_valid {
-            // Full of valid keys: make room by dropping an arbitrary one
-            // (it is looked up again on its next request).
-            if let Some(victim) = inner.valid.keys().next().copied() {
-                remove_valid(&mut inner, &victim);
-                self.metrics.key_cache_evictions.inc();
-            }
+            self.make_room(&mut inner);
         }
         inner.by_owner.entry(owner).or_default().push(digest);
+        let ttl = match credential {
+            Credential::OrgKey(_) => self.ttl.min(API_KEY_TTL),
+            _ => self.ttl,
+        };
+        // The safety net, shortened by up to a tenth at random.
+        let jitter = ttl.mul_f64(rand::random::<f64>() / 10.0);
         inner.valid.insert(
             digest,
             Entry {
                 credential,
                 key_expires_at,
-                cached_at,
+                stale_at: cached_at + (ttl - jitter),
             },
         );
+    }
+
+    /// Full of valid keys (the fleet outgrew `--key-cache-entries`): drops
+    /// the stale entries and an arbitrary sixteenth of the rest (in hash
+    /// order, so unrelated keys), looked up again on their next request.
+    /// One pass over the map per sixteenth of its size keeps the cost per
+    /// insert constant, and the cache never empties at once.
+    fn make_room(&self, inner: &mut Inner) {
+        let now = Instant::now();
+        let mut quota = (self.max_valid / 16).max(1);
+        let mut victims = Vec::new();
+        for (digest, entry) in &inner.valid {
+            if entry.stale_at <= now {
+                victims.push(*digest);
+            } else if quota > 0 {
+                quota -= 1;
+                victims.push(*digest);
+            }
+        }
+        for digest in &victims {
+            remove_valid(inner, digest);
+        }
+        self.metrics
+            .key_cache_evictions
+            .inc_by(victims.len() as u64);
     }
 
     /// Forget every key of this device (revoked, rotated or re-paired), or
@@ -187,23 +233,17 @@ impl KeyCache {
         self.metrics.key_cache_evictions.inc_by(dropped as u64);
     }
 
-    /// Drops expired entries, so memory follows the live fleet.
+    /// Drops expired rejections. Valid keys are not scanned here (a pass
+    /// over a million entries would stall every request behind the lock):
+    /// a stale one is looked up again on its next use, and room is made
+    /// when the cache is full.
     pub fn prune(&self) {
         let mut inner = self.inner.write().expect("key cache lock");
-        let expired: Vec<Digest> = inner
-            .valid
-            .iter()
-            .filter(|(_, e)| e.cached_at.elapsed() >= TTL)
-            .map(|(d, _)| *d)
-            .collect();
-        for digest in &expired {
-            remove_valid(&mut inner, digest);
-        }
         let before = inner.rejected.len();
         inner
             .rejected
             .retain(|_, r| r.cached_at.elapsed() < REJECTED_TTL);
-        let dropped = expired.len() + before - inner.rejected.len();
+        let dropped = before - inner.rejected.len();
         self.metrics.key_cache_evictions.inc_by(dropped as u64);
         self.metrics.key_cache_entries.set(self.len_locked(&inner));
     }
@@ -251,7 +291,12 @@ mod tests {
     }
 
     fn cache(max_valid: usize, max_rejected: usize) -> KeyCache {
-        KeyCache::new(max_valid, max_rejected, Arc::new(Metrics::new()))
+        KeyCache::new(
+            max_valid,
+            max_rejected,
+            Duration::from_secs(3600),
+            Arc::new(Metrics::new()),
+        )
     }
 
     #[test]
@@ -323,11 +368,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_of_valid_keys_stays_bounded() {
-        let cache = cache(3, 3);
-        for i in 0..10u8 {
-            cache.put(cache.generation(), [i; 32], device(Uuid::now_v7()), None);
+    fn a_full_cache_of_valid_keys_stays_bounded_and_never_empties() {
+        let cache = cache(64, 3);
+        for i in 0..1000u32 {
+            let mut digest = [0; 32];
+            digest[..4].copy_from_slice(&i.to_be_bytes());
+            cache.put(cache.generation(), digest, device(Uuid::now_v7()), None);
+            assert!(cache.len() <= 64, "bounded: {}", cache.len());
+            assert!(i < 64 || cache.len() >= 60, "emptied: {}", cache.len());
         }
-        assert_eq!(cache.len(), 3);
+        // The last key put is always kept.
+        let mut last = [0; 32];
+        last[..4].copy_from_slice(&999u32.to_be_bytes());
+        assert!(cache.get(&last, Utc::now()).is_some());
+    }
+
+    #[test]
+    fn entries_go_stale_after_the_jittered_time_to_live() {
+        let cache = KeyCache::new(10, 10, Duration::from_millis(50), Arc::new(Metrics::new()));
+        cache.put(cache.generation(), [9; 32], device(Uuid::now_v7()), None);
+        assert!(cache.get(&[9; 32], Utc::now()).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get(&[9; 32], Utc::now()).is_none());
     }
 }

@@ -318,7 +318,7 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
             Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
                 Some(role) => {
                     // "Last used" costs a write only on a cache miss (at most
-                    // once per TTL per key), never on the hot path.
+                    // once a minute per key, `cache::API_KEY_TTL`), never on the hot path.
                     // Best effort: a busy database must not fail a valid key.
                     if let Err(e) = api_key::Entity::update_many()
                         .col_expr(api_key::Column::LastUsedAt, Some(now).into())

@@ -123,6 +123,15 @@ impl OrgRead {
 }
 
 impl OrgWrite {
+    /// Whoever runs `swrm admin` on the server's database acts as an owner
+    /// of any organization (they could edit the database anyway).
+    pub fn operator(org_id: Uuid) -> Self {
+        Self {
+            org_id,
+            role: Role::Owner,
+            key_id: Uuid::nil(),
+        }
+    }
     pub fn org_id(&self) -> Uuid {
         self.org_id
     }

@@ -51,12 +51,7 @@ pub fn status(
     }
 }
 
-pub struct NewDevice {
-    pub name: String,
-    pub location_id: Option<String>,
-    pub group_id: Option<String>,
-    pub tags: Vec<String>,
-}
+pub use super::device_batch::NewDevice;
 
 pub struct ProvisioningToken {
     pub token: String,
@@ -68,42 +63,9 @@ pub async fn create_device(
     access: &OrgWrite,
     input: NewDevice,
 ) -> Result<(device::Model, ProvisioningToken)> {
-    let name = validate::name("name", &input.name)?;
-    let tags = validate::tags(&input.tags)?;
-    let location_id = validate::opt_uuid("location_id", input.location_id.as_deref())?;
-    let group_id = validate::opt_uuid("group_id", input.group_id.as_deref())?;
-    let mut tx = core.store.org_tx(access.org_id()).await?;
-    if let Some(id) = location_id {
-        places::find_location(&tx, id).await?;
-    }
-    if let Some(id) = group_id {
-        places::find_group(&tx, id).await?;
-    }
-    let device = device::Entity::insert(device::ActiveModel {
-        id: Set(new_id()),
-        org_id: Set(tx.org_id()),
-        name: Set(name),
-        serial_number: Set(None),
-        hardware_model: Set(None),
-        location_id: Set(location_id),
-        group_id: Set(group_id),
-        tags: Set(validate::tags_to_json(&tags)),
-        firmware_version: Set(None),
-        uptime_seconds: Set(None),
-        reported_ip: Set(None),
-        source_ip: Set(None),
-        hostname: Set(None),
-        last_seen_at: Set(None),
-        created_at: Set(core.clock.now()),
-        sensor_keys: Set(None),
-    })
-    .exec_with_returning(tx.conn())
-    .await?;
-    let token = issue_provisioning_token(core, &tx, device.id).await?;
-    // An organization, group or location deployment reaches it too.
-    super::models::deployments::reach_device_in(core, &mut tx, &device).await?;
-    tx.commit().await?;
-    Ok((device, token))
+    let mut created =
+        super::device_batch::create_devices(core, access, vec![input], &|_| String::new()).await?;
+    Ok(created.remove(0))
 }
 
 /// Issues a fresh one-time token for the device; earlier unused ones stop working.

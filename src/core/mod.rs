@@ -10,6 +10,8 @@ pub mod captures;
 pub mod clock;
 pub mod commands;
 pub mod config_cache;
+pub mod device_batch;
+pub mod device_import;
 pub mod device_ops;
 pub mod devices;
 pub mod ingest;

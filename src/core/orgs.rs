@@ -2,7 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -86,4 +87,20 @@ pub async fn get_org(store: &Store, org_id: Uuid) -> Result<organization::Model>
         .one(store.unscoped())
         .await?
         .ok_or_else(|| Error::not_found("organization"))
+}
+
+/// The organization, when the database holds exactly one (the command
+/// line's default).
+pub async fn the_only_org(store: &Store) -> Result<Uuid> {
+    let orgs = organization::Entity::find()
+        .limit(2)
+        .all(store.unscoped())
+        .await?;
+    match orgs.as_slice() {
+        [org] => Ok(org.id),
+        [] => Err(Error::NotFound("the database holds no organization".into())),
+        _ => Err(Error::invalid(
+            "the database holds several organizations: pass --org ORG_ID",
+        )),
+    }
 }

@@ -8,7 +8,7 @@ use super::{convert, credential};
 use crate::{
     app::App,
     auth::{require_read, require_write},
-    core::{api_keys, devices, page::PageRequest, places, rfc3339},
+    core::{api_keys, device_batch, devices, page::PageRequest, places, rfc3339},
     proto::{self, admin_service_server::AdminService},
 };
 
@@ -25,6 +25,28 @@ impl AdminApi {
         let core = &self.app.core;
         convert::device(m, core.settings.heartbeat_interval, core.clock.now())
     }
+
+    fn created(
+        &self,
+        device: &crate::store::entities::device::Model,
+        token: devices::ProvisioningToken,
+    ) -> proto::CreateDeviceResponse {
+        proto::CreateDeviceResponse {
+            device: Some(self.device(device)),
+            provisioning_token: token.token,
+            provisioning_token_expires_at: rfc3339(token.expires_at),
+        }
+    }
+}
+
+fn new_device(body: proto::CreateDeviceRequest) -> devices::NewDevice {
+    devices::NewDevice {
+        name: body.name,
+        serial_number: body.serial_number,
+        location_id: body.location_id,
+        group_id: body.group_id,
+        tags: body.tags,
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -36,22 +58,27 @@ impl AdminService for AdminApi {
         req: Request<proto::CreateDeviceRequest>,
     ) -> Reply<proto::CreateDeviceResponse> {
         let access = require_write(credential(&req))?;
-        let body = req.into_inner();
-        let (device, token) = devices::create_device(
-            &self.app.core,
-            &access,
-            devices::NewDevice {
-                name: body.name,
-                location_id: body.location_id,
-                group_id: body.group_id,
-                tags: body.tags,
-            },
-        )
-        .await?;
-        Ok(Response::new(proto::CreateDeviceResponse {
-            device: Some(self.device(&device)),
-            provisioning_token: token.token,
-            provisioning_token_expires_at: rfc3339(token.expires_at),
+        let (device, token) =
+            devices::create_device(&self.app.core, &access, new_device(req.into_inner())).await?;
+        Ok(Response::new(self.created(&device, token)))
+    }
+
+    async fn batch_create_devices(
+        &self,
+        req: Request<proto::BatchCreateDevicesRequest>,
+    ) -> Reply<proto::BatchCreateDevicesResponse> {
+        let access = require_write(credential(&req))?;
+        let inputs = req.into_inner().requests.into_iter().map(new_device);
+        let created =
+            device_batch::create_devices(&self.app.core, &access, inputs.collect(), &|i| {
+                format!("requests[{i}].")
+            })
+            .await?;
+        Ok(Response::new(proto::BatchCreateDevicesResponse {
+            devices: created
+                .into_iter()
+                .map(|(device, token)| self.created(&device, token))
+                .collect(),
         }))
     }
 

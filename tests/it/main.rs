@@ -14,6 +14,7 @@ mod commands;
 mod connections;
 mod contract;
 mod crash;
+mod fleet;
 mod grpc_parity;
 mod hardening;
 mod heartbeats;

@@ -324,6 +324,22 @@ async fn live_targets(tx: &OrgTx, deployment_id: Uuid) -> Result<u64> {
 /// or location: the newest active deployment that now covers it (its
 /// group's, its location's or the organization's) reaches it, unless the
 /// device already has that one or a newer one.
+/// Whether any active deployment of the organization reaches devices by
+/// group, location or "all": if none, a new device needs no command.
+pub async fn any_active(tx: &OrgTx) -> Result<bool> {
+    let by_target = sea_orm::Condition::any()
+        .add(deployment::Column::AllDevices.eq(true))
+        .add(deployment::Column::GroupId.is_not_null())
+        .add(deployment::Column::LocationId.is_not_null());
+    Ok(deployment::Entity::find()
+        .filter(deployment::Column::OrgId.eq(tx.org_id()))
+        .filter(deployment::Column::Status.eq(ACTIVE_DEPLOYMENT))
+        .filter(by_target)
+        .one(tx.conn())
+        .await?
+        .is_some())
+}
+
 pub async fn reach_device_in(core: &Core, tx: &mut OrgTx, dev: &device::Model) -> Result<()> {
     let mut covers = sea_orm::Condition::any().add(deployment::Column::AllDevices.eq(true));
     if let Some(g) = dev.group_id {
