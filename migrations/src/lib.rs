@@ -9,6 +9,7 @@ mod m20261126_000002_ingest;
 mod m20261126_000003_commands;
 mod m20261126_000004_captures;
 mod m20261126_000005_models;
+mod m20261126_000006_fleet;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_commands::Migration),
             Box::new(m20261126_000004_captures::Migration),
             Box::new(m20261126_000005_models::Migration),
+            Box::new(m20261126_000006_fleet::Migration),
         ]
     }
 }

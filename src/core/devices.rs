@@ -155,13 +155,43 @@ pub async fn get_device(core: &Core, access: &OrgRead, id: &str) -> Result<devic
     Ok(device)
 }
 
+/// What a device list may be narrowed to (each on an index).
+#[derive(Default)]
+pub struct DeviceFilter {
+    pub group_id: Option<String>,
+    pub location_id: Option<String>,
+    /// `online`, `offline` or `never_seen`.
+    pub status: Option<String>,
+}
+
 pub async fn list_devices(
     core: &Core,
     access: &OrgRead,
     page: PageRequest,
+    filter: DeviceFilter,
 ) -> Result<(Vec<device::Model>, String)> {
+    let mut select = device::Entity::find().filter(device::Column::OrgId.eq(access.org_id()));
+    if let Some(id) = validate::opt_uuid("group_id", filter.group_id.as_deref())? {
+        select = select.filter(device::Column::GroupId.eq(id));
+    }
+    if let Some(id) = validate::opt_uuid("location_id", filter.location_id.as_deref())? {
+        select = select.filter(device::Column::LocationId.eq(id));
+    }
+    // The same rule as `status`: online while seen within three intervals.
+    let online_since = core.clock.now()
+        - Duration::from_std(core.settings.heartbeat_interval * 3).unwrap_or(Duration::MAX);
+    select = match filter.status.as_deref().map(str::trim) {
+        None | Some("") => select,
+        Some("online") => select.filter(device::Column::LastSeenAt.gte(online_since)),
+        Some("offline") => select.filter(device::Column::LastSeenAt.lt(online_since)),
+        Some("never_seen") => select.filter(device::Column::LastSeenAt.is_null()),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "status must be online, offline or never_seen, not {other:?}"
+            )));
+        }
+    };
     let tx = core.store.org_read(access.org_id()).await?;
-    let select = device::Entity::find().filter(device::Column::OrgId.eq(tx.org_id()));
     let out = page
         .fetch(select, device::Column::Id, tx.conn(), |m| m.id)
         .await?;

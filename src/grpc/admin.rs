@@ -89,7 +89,13 @@ impl AdminService for AdminApi {
         let access = require_read(credential(&req))?;
         let body = req.get_ref();
         let page = PageRequest::parse(body.page_size, body.page_token.as_deref())?;
-        let (rows, next_page_token) = devices::list_devices(&self.app.core, &access, page).await?;
+        let filter = devices::DeviceFilter {
+            group_id: body.group_id.clone(),
+            location_id: body.location_id.clone(),
+            status: body.status.clone(),
+        };
+        let (rows, next_page_token) =
+            devices::list_devices(&self.app.core, &access, page, filter).await?;
         Ok(Response::new(proto::ListDevicesResponse {
             devices: rows.iter().map(|d| self.device(d)).collect(),
             next_page_token,

@@ -310,3 +310,92 @@ async fn the_csv_import_reports_every_bad_line_and_imports_nothing() {
     assert!(!tokens.exists(), "no tokens file when nothing is imported");
     assert_eq!(device_count(&s).await, 0);
 }
+
+#[tokio::test]
+async fn device_lists_filter_by_group_location_and_status() {
+    let s = common::start_with_clock(|_| {}).await;
+    let group = s
+        .post("/api/v1/groups", Some(&s.owner_key), json!({"name": "g"}))
+        .await;
+    let place = s
+        .post(
+            "/api/v1/locations",
+            Some(&s.owner_key),
+            json!({"name": "l"}),
+        )
+        .await;
+    let (group_id, location_id) = (group.body["id"].clone(), place.body["id"].clone());
+    let a = s
+        .post(
+            BATCH,
+            Some(&s.owner_key),
+            json!({"requests": [
+                {"name": "in-group", "group_id": group_id},
+                {"name": "in-both", "group_id": group_id, "location_id": location_id},
+                {"name": "nowhere"},
+            ]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let token = a.body["devices"][2]["provisioning_token"].clone();
+    let paired = s
+        .post(
+            "/api/public/v1/pair",
+            None,
+            json!({"provisioning_token": token}),
+        )
+        .await;
+    let key = paired.body["api_key"].as_str().unwrap();
+    assert_eq!(s.heartbeat(key).await.status, StatusCode::OK);
+
+    let names = |query: String| {
+        let s = &s;
+        async move {
+            let a = s
+                .get(&format!("/api/v1/devices?{query}"), Some(&s.owner_key))
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{query}: {}", a.body);
+            let mut names: Vec<String> = a.body["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let (g, l) = (group_id.as_str().unwrap(), location_id.as_str().unwrap());
+    assert_eq!(
+        names(format!("group_id={g}")).await,
+        ["in-both", "in-group"]
+    );
+    assert_eq!(names(format!("location_id={l}")).await, ["in-both"]);
+    assert_eq!(
+        names(format!("group_id={g}&location_id={l}")).await,
+        ["in-both"]
+    );
+    assert_eq!(names("status=online".into()).await, ["nowhere"]);
+    assert_eq!(
+        names("status=never_seen".into()).await,
+        ["in-both", "in-group"]
+    );
+    assert!(names("status=offline".into()).await.is_empty());
+    // Three missed intervals later it is offline.
+    s.clock.advance(std::time::Duration::from_secs(91));
+    assert_eq!(names("status=offline".into()).await, ["nowhere"]);
+    assert!(names("status=online".into()).await.is_empty());
+
+    let bad = s
+        .get("/api/v1/devices?status=asleep", Some(&s.owner_key))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let foreign = s
+        .get(
+            &format!("/api/v1/devices?group_id={}", uuid::Uuid::now_v7()),
+            Some(&s.owner_key),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::OK);
+    assert_eq!(foreign.body["devices"], json!([]));
+}
