@@ -284,14 +284,14 @@ pub async fn sensor_keys(core: &Core, org_id: Uuid, keys: &[String]) -> Result<O
 }
 
 /// Inserts a new device key; used by pairing, enrollment and rotation.
-pub async fn insert_device_key(core: &Core, tx: &OrgTx, device_id: Uuid) -> Result<String> {
+pub async fn insert_device_key(now: DateTime<Utc>, tx: &OrgTx, device_id: Uuid) -> Result<String> {
     let secret = secret::generate(secret::SecretKind::DeviceKey);
     device_key::Entity::insert(device_key::ActiveModel {
         id: Set(new_id()),
         org_id: Set(tx.org_id()),
         device_id: Set(device_id),
         secret_hash: Set(secret.hash),
-        created_at: Set(core.clock.now()),
+        created_at: Set(now),
         expires_at: Set(None),
         revoked_at: Set(None),
     })
@@ -338,7 +338,7 @@ pub async fn rotate_key(
             .exec(tx.conn())
             .await?;
     }
-    let key = insert_device_key(core, &tx, device.id).await?;
+    let key = insert_device_key(core.clock.now(), &tx, device.id).await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: device.id,
     })

@@ -43,6 +43,8 @@ pub struct Core {
     pub settings: Settings,
     /// Group-commits what devices send (see [`writer`]).
     pub writer: writer::Writer,
+    /// Group-commits pairings (see [`pairing::Pairings`]).
+    pub pairings: pairing::Pairings,
     /// Built-in and organization sensor types, in memory per organization.
     pub sensor_types: Arc<sensor_types::Registry>,
     /// Each organization's alert rules, in memory for the ingest path.
@@ -104,6 +106,11 @@ impl Core {
         Self {
             bus: store.bus().clone(),
             writer: writer::Writer::spawn(store.clone(), metrics.clone()),
+            pairings: pairing::Pairings::new(
+                store.clone(),
+                clock.clone(),
+                settings.database_timeout * 2,
+            ),
             sensor_types,
             alert_rules,
             configs,

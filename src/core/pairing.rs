@@ -1,14 +1,20 @@
 //! Pairing: a one-time provisioning token becomes a persistent device key.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Core, devices, validate};
+use super::{Clock, Core, devices, validate};
 use crate::{
     auth::secret::{self, SecretKind},
     bus::Event,
     error::{Error, Result},
-    store::entities::{device, device_key, provisioning_token},
+    store::{
+        OrgTx, Store,
+        entities::{device, device_key, provisioning_token},
+    },
 };
 
 pub struct PairInput {
@@ -33,24 +39,167 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
             "malformed provisioning token".into(),
         ));
     }
-    let hardware_model = validate::short_text("hardware_model", input.hardware_model.as_deref())?;
-    let serial_number = validate::short_text("serial_number", input.serial_number.as_deref())?;
-    let firmware_version =
-        validate::short_text("firmware_version", input.firmware_version.as_deref())?;
+    let claim = Claim {
+        hardware_model: validate::short_text("hardware_model", input.hardware_model.as_deref())?,
+        serial_number: validate::short_text("serial_number", input.serial_number.as_deref())?,
+        firmware_version: validate::short_text(
+            "firmware_version",
+            input.firmware_version.as_deref(),
+        )?,
+        token: {
+            let hash = secret::hash(&input.token);
+            core.count_auth_lookup();
+            provisioning_token::Entity::find()
+                .filter(provisioning_token::Column::SecretHash.eq(&hash))
+                .one(core.store.unscoped())
+                .await?
+                .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?
+        },
+    };
+    core.pairings.submit(claim).await
+}
 
-    let hash = secret::hash(&input.token);
-    core.count_auth_lookup();
-    let token = provisioning_token::Entity::find()
-        .filter(provisioning_token::Column::SecretHash.eq(&hash))
-        .one(core.store.unscoped())
-        .await?
-        .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?;
+/// A pairing, checked, waiting for its transaction.
+struct Claim {
+    token: provisioning_token::Model,
+    hardware_model: Option<String>,
+    serial_number: Option<String>,
+    firmware_version: Option<String>,
+}
 
-    let now = core.clock.now();
-    let mut tx = core.store.org_tx(token.org_id).await?;
+struct Job {
+    claim: Claim,
+    done: oneshot::Sender<Result<Paired>>,
+}
+
+/// Group commit for pairing: a factory line, or a fleet re-pairing after an
+/// outage, is not throttled by one commit (one fsync) per device. One task
+/// takes every pairing queued while the previous batch was committing and
+/// runs them in one transaction per organization. A pairing refused for
+/// its own reason (a used token) writes nothing and does not disturb its
+/// neighbours; if the database refuses a statement, each pairing of the
+/// batch is retried in a transaction of its own. Each caller is answered
+/// only after its own pairing has committed.
+pub struct Pairings {
+    store: Store,
+    clock: Clock,
+    deadline: Duration,
+    queue: OnceLock<mpsc::Sender<Job>>,
+}
+
+/// Most pairings committed together.
+const MAX_BATCH: usize = 64;
+
+impl Pairings {
+    pub fn new(store: Store, clock: Clock, deadline: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            deadline,
+            queue: OnceLock::new(),
+        }
+    }
+
+    async fn submit(&self, claim: Claim) -> Result<Paired> {
+        // Started on first use, on the runtime that serves the requests.
+        let queue = self.queue.get_or_init(|| {
+            let (queue, incoming) = mpsc::channel(1024);
+            tokio::spawn(commit_loop(
+                self.store.clone(),
+                self.clock.clone(),
+                incoming,
+            ));
+            queue
+        });
+        let (done, answer) = oneshot::channel();
+        let wait = async {
+            queue
+                .send(Job { claim, done })
+                .await
+                .map_err(|_| Error::Unavailable("shutting down".into()))?;
+            answer
+                .await
+                .map_err(|_| Error::Internal("the pairing task stopped".into()))?
+        };
+        tokio::time::timeout(self.deadline, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(
+                    "the database is not answering in time; retry shortly".into(),
+                ))
+            })
+    }
+}
+
+async fn commit_loop(store: Store, clock: Clock, mut incoming: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while incoming.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let mut by_org: BTreeMap<Uuid, Vec<Job>> = BTreeMap::new();
+        for job in jobs.drain(..) {
+            by_org.entry(job.claim.token.org_id).or_default().push(job);
+        }
+        for (org, group) in by_org {
+            commit_group(&store, &clock, org, group).await;
+        }
+    }
+}
+
+async fn commit_group(store: &Store, clock: &Clock, org: Uuid, jobs: Vec<Job>) {
+    let claims: Vec<&Claim> = jobs.iter().map(|j| &j.claim).collect();
+    match run(store, clock, org, &claims).await {
+        Ok(answers) => {
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let _ = job.done.send(answer);
+            }
+        }
+        Err(Error::Unavailable(why)) => {
+            for job in jobs {
+                let _ = job.done.send(Err(Error::Unavailable(why.clone())));
+            }
+        }
+        Err(e) if jobs.len() == 1 => {
+            let job = jobs.into_iter().next().expect("one job");
+            let _ = job.done.send(Err(e));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, pairings = jobs.len(), "pairing batch failed; retrying one by one");
+            for job in jobs {
+                let answer = run(store, clock, org, &[&job.claim])
+                    .await
+                    .and_then(|mut a| a.remove(0));
+                let _ = job.done.send(answer);
+            }
+        }
+    }
+}
+
+/// Pairs each claim in one transaction: an answer per claim, or the error
+/// that made the transaction unusable.
+async fn run(
+    store: &Store,
+    clock: &Clock,
+    org: Uuid,
+    claims: &[&Claim],
+) -> Result<Vec<Result<Paired>>> {
+    let mut tx = store.org_tx(org).await?;
+    let mut answers = Vec::with_capacity(claims.len());
+    for claim in claims {
+        match pair_in(clock.now(), &mut tx, claim).await {
+            Ok(paired) => answers.push(Ok(paired)),
+            // Refused before anything was written.
+            Err(e @ (Error::Unauthenticated(_) | Error::NotFound(_))) => answers.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await?;
+    Ok(answers)
+}
+
+async fn pair_in(now: DateTime<Utc>, tx: &mut OrgTx, claim: &Claim) -> Result<Paired> {
+    let token = &claim.token;
     // Lock the device first, as every key operation does, so that pairing and
     // a concurrent new token or rotation cannot deadlock.
-    let device = devices::lock_by_id(&tx, token.device_id).await?;
+    let device = devices::lock_by_id(tx, token.device_id).await?;
     // Claim the token with a conditional update, so two concurrent pairings
     // with the same token cannot both succeed.
     let claimed = provisioning_token::Entity::update_many()
@@ -73,24 +222,23 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
         .filter(device_key::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
-    let api_key = devices::insert_device_key(core, &tx, device.id).await?;
+    let api_key = devices::insert_device_key(now, tx, device.id).await?;
 
     let mut active: device::ActiveModel = device.clone().into();
-    if hardware_model.is_some() {
-        active.hardware_model = Set(hardware_model);
+    if claim.hardware_model.is_some() {
+        active.hardware_model = Set(claim.hardware_model.clone());
     }
-    if serial_number.is_some() {
-        active.serial_number = Set(serial_number);
+    if claim.serial_number.is_some() {
+        active.serial_number = Set(claim.serial_number.clone());
     }
-    if firmware_version.is_some() {
-        active.firmware_version = Set(firmware_version);
+    if claim.firmware_version.is_some() {
+        active.firmware_version = Set(claim.firmware_version.clone());
     }
     let device = active.update(tx.conn()).await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: device.id,
     })
     .await?;
-    tx.commit().await?;
     Ok(Paired {
         device_id: device.id,
         org_id: device.org_id,

@@ -399,3 +399,58 @@ async fn device_lists_filter_by_group_location_and_status() {
     assert_eq!(foreign.status, StatusCode::OK);
     assert_eq!(foreign.body["devices"], json!([]));
 }
+
+#[tokio::test]
+async fn concurrent_pairings_share_commits_and_each_token_works_once() {
+    // A factory line behind one address: the per-IP pairing limit is off.
+    let s = common::start_with(|c| c.rate_limits.pair_rate_per_minute = 0).await;
+    let requests: Vec<Value> = (0..40).map(|i| json!({"name": format!("p{i}")})).collect();
+    let a = s
+        .post(BATCH, Some(&s.owner_key), json!({"requests": requests}))
+        .await;
+    let tokens: Vec<Value> = a.body["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["provisioning_token"].clone())
+        .collect();
+    // Every token twice, all at once: one pairing each wins.
+    let mut pairs = tokio::task::JoinSet::new();
+    for token in tokens.iter().chain(tokens.iter()) {
+        let (http, url, token) = (
+            s.http.clone(),
+            format!("{}/api/public/v1/pair", s.base),
+            token.clone(),
+        );
+        pairs.spawn(async move {
+            let r = http
+                .post(url)
+                .json(&json!({"provisioning_token": token}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (token, status, body)
+        });
+    }
+    let mut won = std::collections::HashMap::new();
+    while let Some(done) = pairs.join_next().await {
+        let (token, status, body) = done.unwrap();
+        match status {
+            StatusCode::OK => {
+                let key = body["api_key"].as_str().unwrap().to_owned();
+                assert!(
+                    won.insert(token.to_string(), key).is_none(),
+                    "a token paired twice"
+                );
+            }
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!("pairing answered {other}: {body}"),
+        }
+    }
+    assert_eq!(won.len(), tokens.len(), "every token paired once");
+    for key in won.values() {
+        assert_eq!(s.heartbeat(key).await.status, StatusCode::OK);
+    }
+}
