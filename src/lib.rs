@@ -94,6 +94,9 @@ pub async fn serve(
             std::time::Duration::from_secs(app.config.blobs.sweep_interval_seconds.into()),
         )),
     ];
+    // Heartbeats reach the database through this loop; it is awaited, not
+    // aborted, so a flush in progress at shutdown completes.
+    let liveness = tokio::spawn(core::liveness::flush_loop(app.core.clone()));
     let stop_listening = tokio_util::sync::CancellationToken::new();
     if app.core.bus.is_shared() {
         bus::postgres::listen(
@@ -109,7 +112,14 @@ pub async fn serve(
         shutdown.await;
         streams_end.cancel();
     };
+    let core = app.core.clone();
     let served = server::run(router(app), listener, header_read_timeout, shutdown).await;
+    // Every request has been answered: the last heartbeats go in now.
+    core.shutdown.cancel();
+    let _ = liveness.await;
+    if let Err(e) = core.liveness.flush(&core).await {
+        tracing::warn!(error = %e, "heartbeats of the last second not recorded");
+    }
     pruner.abort();
     stop_listening.cancel();
     for task in background {

@@ -17,7 +17,8 @@ pub struct Heartbeat {
     pub hostname: Option<String>,
 }
 
-/// Records liveness; returns the server time the heartbeat was recorded at.
+/// Records liveness (in memory, flushed within a second: see
+/// `core::liveness`); returns the server time the heartbeat was recorded at.
 pub async fn heartbeat(
     core: &Core,
     who: &DevicePrincipal,
@@ -41,22 +42,24 @@ pub async fn heartbeat(
             Some(i64::try_from(s).map_err(|_| Error::invalid("uptime_seconds is too large"))?)
         }
     };
+    if core
+        .liveness
+        .failing_for(core.settings.database_timeout * 2)
+    {
+        return Err(super::liveness::not_recording());
+    }
     let now = core.clock.now();
-    core.writer
-        .heartbeat(
-            Liveness {
-                org_id: who.org_id,
-                device_id: who.device_id,
-                at: now,
-                source_ip: source_ip.to_string(),
-                firmware_version,
-                uptime_seconds: uptime,
-                reported_ip,
-                hostname,
-            },
-            core.settings.database_timeout * 2,
-        )
-        .await?;
+    // Flushed within `liveness::FLUSH_EVERY` (see `core::liveness`).
+    core.liveness.record(Liveness {
+        org_id: who.org_id,
+        device_id: who.device_id,
+        at: now,
+        source_ip: source_ip.to_string(),
+        firmware_version,
+        uptime_seconds: uptime,
+        reported_ip,
+        hostname,
+    });
     Ok(now)
 }
 

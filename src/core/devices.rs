@@ -180,6 +180,15 @@ pub async fn list_devices(
     // The same rule as `status`: online while seen within three intervals.
     let online_since = core.clock.now()
         - Duration::from_std(core.settings.heartbeat_interval * 3).unwrap_or(Duration::MAX);
+    if filter
+        .status
+        .as_deref()
+        .is_some_and(|s| !s.trim().is_empty())
+    {
+        // The filter reads `last_seen_at` in the database: this replica's
+        // heartbeats go in first (see `core::liveness`).
+        core.liveness.flush(core).await?;
+    }
     select = match filter.status.as_deref().map(str::trim) {
         None | Some("") => select,
         Some("online") => select.filter(device::Column::LastSeenAt.gte(online_since)),

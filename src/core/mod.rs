@@ -15,6 +15,7 @@ pub mod device_import;
 pub mod device_ops;
 pub mod devices;
 pub mod ingest;
+pub mod liveness;
 pub mod models;
 pub mod orgs;
 pub mod page;
@@ -43,6 +44,8 @@ pub struct Core {
     pub settings: Settings,
     /// Group-commits what devices send (see [`writer`]).
     pub writer: writer::Writer,
+    /// Heartbeats not yet flushed (see [`liveness`]).
+    pub liveness: liveness::LivenessTable,
     /// Group-commits pairings (see [`pairing::Pairings`]).
     pub pairings: pairing::Pairings,
     /// Built-in and organization sensor types, in memory per organization.
@@ -106,6 +109,7 @@ impl Core {
         Self {
             bus: store.bus().clone(),
             writer: writer::Writer::spawn(store.clone(), metrics.clone()),
+            liveness: liveness::LivenessTable::default(),
             pairings: pairing::Pairings::new(
                 store.clone(),
                 clock.clone(),

@@ -21,9 +21,12 @@ impl AdminApi {
         Self { app }
     }
 
+    /// The device with this replica's unflushed heartbeats (see
+    /// `core::liveness`).
     fn device(&self, m: &crate::store::entities::device::Model) -> proto::Device {
         let core = &self.app.core;
-        convert::device(m, core.settings.heartbeat_interval, core.clock.now())
+        let m = core.liveness.overlay(m);
+        convert::device(&m, core.settings.heartbeat_interval, core.clock.now())
     }
 
     fn created(

@@ -1,5 +1,5 @@
-//! Heartbeats from many devices at once: every one is committed before it is
-//! answered (they are written in shared transactions), each to its own device.
+//! Heartbeats from many devices at once, each landing on its own device,
+//! recorded in memory and flushed to the database in shared transactions.
 
 use crate::common;
 
@@ -50,4 +50,63 @@ async fn concurrent_heartbeats_each_land_on_their_device() {
         let uptime = d.body["uptime_seconds"].as_u64().unwrap();
         assert_eq!(uptime / 1000, i as u64, "device {i} got its own uptime");
     }
+}
+
+/// Heartbeats are kept in memory and flushed every second (see
+/// `core::liveness`): this replica answers from memory at once, the
+/// database has them within a flush, and a clean shutdown loses none.
+#[tokio::test]
+async fn heartbeats_are_seen_at_once_and_reach_the_database_within_a_flush() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let a = s
+        .post(
+            "/api/public/v1/heartbeat",
+            Some(&key),
+            json!({"firmware_version": "2.0.1", "hostname": "cam-host"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let device = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(device.body["status"], "online", "{}", device.body);
+    assert_eq!(device.body["firmware_version"], "2.0.1");
+
+    // The database, read directly, has it within a flush or two.
+    let device_id: uuid::Uuid = id.parse().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        use sea_orm::EntityTrait;
+        let row = swrm::store::entities::device::Entity::find_by_id(device_id)
+            .one(s.app.core.store.unscoped())
+            .await
+            .unwrap()
+            .unwrap();
+        if row.last_seen_at.is_some() {
+            assert_eq!(row.hostname.as_deref(), Some("cam-host"));
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "not flushed after 3 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The last heartbeat before a clean shutdown is kept.
+    let a = s
+        .post(
+            "/api/public/v1/heartbeat",
+            Some(&key),
+            json!({"firmware_version": "2.0.2"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let s = s.restart().await;
+    let device = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(device.body["firmware_version"], "2.0.2", "{}", device.body);
+    assert_eq!(device.body["status"], "online");
 }

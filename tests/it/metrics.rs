@@ -51,6 +51,8 @@ async fn requests_commits_cache_and_limits_are_counted() {
     }
     assert!(limited);
 
+    // Heartbeats reach the database in the next flush (within a second).
+    s.app.core.liveness.flush(&s.app.core).await.unwrap();
     let (status, text) = scrape(&s, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -76,8 +78,8 @@ async fn requests_commits_cache_and_limits_are_counted() {
             r#"swrm_request_duration_seconds_count{route="/api/public/v1/heartbeat",transport="rest"}"#
         ) >= 3.0
     );
-    assert!(sample(&text, "swrm_group_commit_batch_size_count") >= 4.0);
-    assert!(sample(&text, "swrm_group_commit_wait_seconds_count") >= 4.0);
+    assert!(sample(&text, "swrm_group_commit_batch_size_count") >= 1.0);
+    assert!(sample(&text, "swrm_group_commit_wait_seconds_count") >= 1.0);
     assert!(sample(&text, "swrm_key_cache_hits_total") >= 3.0);
     assert!(sample(&text, "swrm_key_cache_misses_total") >= 1.0);
     assert!(sample(&text, r#"swrm_rate_limited_total{bucket="org_key"}"#) >= 1.0);

@@ -151,3 +151,28 @@ async fn a_replica_that_loses_its_listener_stops_trusting_its_cache() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_heartbeat_on_one_replica_shows_online_on_another_within_a_flush() {
+    let a = common::start().await;
+    let Some(b) = common::start_replica(&a).await else {
+        return;
+    };
+    let (id, key) = a.paired_device("cam").await;
+    assert_eq!(a.heartbeat(&key).await.status, StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let d = b
+            .get(&format!("/api/v1/devices/{id}"), Some(&b.owner_key))
+            .await;
+        if d.body["status"] == "online" {
+            break;
+        }
+        assert_eq!(d.body["status"], "never_seen");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "b still has not seen the heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -31,6 +31,9 @@ pub async fn offline_loop(core: Arc<Core>) {
 
 /// One measurement of every offline rule; returns the changes.
 pub async fn sweep_offline(core: &Core) -> Result<Vec<AlertChange>> {
+    // This replica's heartbeats first, so a device it just heard from is
+    // not found offline (other replicas flush within `FLUSH_EVERY`).
+    core.liveness.flush(core).await?;
     // Rules of every organization: a server-side job, not a caller's read.
     let rules = alert_rule::Entity::find()
         .filter(alert_rule::Column::SensorType.eq(OFFLINE_SECONDS))

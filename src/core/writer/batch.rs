@@ -213,29 +213,22 @@ async fn heartbeats(
     idx: &[usize],
     done: &mut [Option<Done>],
 ) -> Result<()> {
-    // The latest heartbeat per device; fields a later one leaves out keep
-    // the earlier one's value.
+    // The latest heartbeat per device (flushes hold one already; two
+    // flushes may meet in one batch).
     let mut merged: Vec<Liveness> = Vec::new();
     let mut at: HashMap<Uuid, usize> = HashMap::new();
     for &i in idx {
-        let Job::Heartbeat(h) = jobs[i] else { continue };
-        match at.get(&h.device_id) {
-            None => {
-                at.insert(h.device_id, merged.len());
-                merged.push(h.clone());
-            }
-            Some(&k) => {
-                let m = &mut merged[k];
-                m.at = m.at.max(h.at);
-                m.source_ip.clone_from(&h.source_ip);
-                merge(&mut m.firmware_version, &h.firmware_version);
-                merge(&mut m.reported_ip, &h.reported_ip);
-                merge(&mut m.hostname, &h.hostname);
-                if h.uptime_seconds.is_some() {
-                    m.uptime_seconds = h.uptime_seconds;
+        let Job::Liveness(l) = jobs[i] else { continue };
+        for h in &l.rows {
+            match at.get(&h.device_id) {
+                None => {
+                    at.insert(h.device_id, merged.len());
+                    merged.push(h.clone());
                 }
+                Some(&k) => merged[k].absorb(h),
             }
         }
+        done[i] = Some(Done::Stored(l.rows.len()));
     }
     if merged.is_empty() {
         return Ok(());
@@ -260,60 +253,28 @@ async fn heartbeats(
             text(&h.hostname),
         ]);
     }
-    let (updated, _) = cols
-        .run(
-            conn,
-            "UPDATE devices SET last_seen_at = v.column2, source_ip = v.column3, \
-             firmware_version = COALESCE(NULLIF(v.column4, ''), firmware_version), \
-             uptime_seconds = COALESCE(NULLIF(v.column5, -1), uptime_seconds), \
-             reported_ip = COALESCE(NULLIF(v.column6, ''), reported_ip), \
-             hostname = COALESCE(NULLIF(v.column7, ''), hostname) FROM ",
-            // On SQLite, `+` keeps the org_id indexes out of the plan: with
-            // them, SQLite 3.51 scans the organization's devices and the
-            // list for each, a cost that grew with the fleet (measured with
-            // `loadgen scale`); without, each row is one primary-key seek.
-            if conn.get_database_backend() == DatabaseBackend::Sqlite {
-                " WHERE devices.id = v.column1 AND +devices.org_id = $"
-            } else {
-                " WHERE devices.id = v.column1 AND devices.org_id = $"
-            },
-            &[org.into()],
-            false,
-        )
-        .await?;
-    let found: HashSet<Uuid> = if updated == merged.len() as u64 {
-        merged.iter().map(|h| h.device_id).collect()
-    } else {
-        // Some device is gone (deleted since its key was checked).
-        let mut ids = Columns::new(&[Kind::Uuid]);
-        for h in &merged {
-            ids.row(vec![h.device_id.into()]);
-        }
-        let (_, rows) = ids
-            .run(
-                conn,
-                "SELECT d.id FROM devices AS d JOIN ",
-                " ON d.id = v.column1",
-                &[],
-                true,
-            )
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get::<Uuid>("", "id"))
-            .collect::<std::result::Result<_, _>>()?
-    };
-    for &i in idx {
-        if let Job::Heartbeat(h) = jobs[i] {
-            done[i] = Some(Done::Heartbeat(found.contains(&h.device_id)));
-        }
-    }
+    // A device deleted since its heartbeat is simply not updated.
+    cols.run(
+        conn,
+        "UPDATE devices SET last_seen_at = v.column2, source_ip = v.column3, \
+         firmware_version = COALESCE(NULLIF(v.column4, ''), firmware_version), \
+         uptime_seconds = COALESCE(NULLIF(v.column5, -1), uptime_seconds), \
+         reported_ip = COALESCE(NULLIF(v.column6, ''), reported_ip), \
+         hostname = COALESCE(NULLIF(v.column7, ''), hostname) FROM ",
+        // On SQLite, `+` keeps the org_id indexes out of the plan: with
+        // them, SQLite 3.51 scans the organization's devices and the list
+        // for each, a cost that grew with the fleet (measured with
+        // `loadgen scale`); without, each row is one primary-key seek.
+        if conn.get_database_backend() == DatabaseBackend::Sqlite {
+            " WHERE devices.id = v.column1 AND +devices.org_id = $"
+        } else {
+            " WHERE devices.id = v.column1 AND devices.org_id = $"
+        },
+        &[org.into()],
+        false,
+    )
+    .await?;
     Ok(())
-}
-
-fn merge(into: &mut Option<String>, later: &Option<String>) {
-    if later.is_some() {
-        into.clone_from(later);
-    }
 }
 
 async fn readings(

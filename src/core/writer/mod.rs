@@ -42,6 +42,33 @@ pub struct Liveness {
     pub hostname: Option<String>,
 }
 
+impl Liveness {
+    /// Folds a later heartbeat of the same device into this one: what the
+    /// later one leaves out keeps this one's value.
+    pub fn absorb(&mut self, later: &Liveness) {
+        self.at = self.at.max(later.at);
+        self.source_ip.clone_from(&later.source_ip);
+        for (into, from) in [
+            (&mut self.firmware_version, &later.firmware_version),
+            (&mut self.reported_ip, &later.reported_ip),
+            (&mut self.hostname, &later.hostname),
+        ] {
+            if from.is_some() {
+                into.clone_from(from);
+            }
+        }
+        if later.uptime_seconds.is_some() {
+            self.uptime_seconds = later.uptime_seconds;
+        }
+    }
+}
+
+/// The latest heartbeats of an organization's devices (see `core::liveness`).
+pub struct LivenessRows {
+    pub org_id: Uuid,
+    pub rows: Vec<Liveness>,
+}
+
 pub struct ReadingRow {
     pub sensor_type: String,
     /// In the type's unit.
@@ -69,7 +96,7 @@ pub struct EventRow {
 
 /// What one request wants written.
 pub enum Job {
-    Heartbeat(Liveness),
+    Liveness(LivenessRows),
     Readings(Rows<ReadingRow>),
     Telemetry(Rows<TelemetryRow>),
     Events(Rows<EventRow>),
@@ -103,7 +130,7 @@ pub struct Rows<R> {
 impl Job {
     fn org_id(&self) -> Uuid {
         match self {
-            Job::Heartbeat(h) => h.org_id,
+            Job::Liveness(l) => l.org_id,
             Job::Readings(r) => r.org_id,
             Job::Telemetry(r) => r.org_id,
             Job::Events(r) => r.org_id,
@@ -116,8 +143,6 @@ impl Job {
 /// What happened to a job's rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Done {
-    /// Whether the device still exists.
-    Heartbeat(bool),
     /// Per reading: stored (`true`) or a duplicate of a stored `seq`.
     Readings(Vec<bool>),
     /// Rows stored.
@@ -192,17 +217,6 @@ async fn submit(queue: mpsc::Sender<Pending>, job: Job, deadline: Duration) -> R
         )),
         Ok(Err(e) | Ok(Err(e))) => Err(e),
         Ok(Ok(Ok(done))) => Ok(done),
-    }
-}
-
-impl Writer {
-    /// Records a heartbeat; `Unauthenticated` when the device is gone.
-    pub async fn heartbeat(&self, update: Liveness, deadline: Duration) -> Result<()> {
-        match self.write(Job::Heartbeat(update), deadline).await? {
-            Done::Heartbeat(true) => Ok(()),
-            Done::Heartbeat(false) => Err(Error::Unauthenticated("device no longer exists".into())),
-            other => Err(Error::Internal(format!("heartbeat answered {other:?}"))),
-        }
     }
 }
 
