@@ -91,13 +91,13 @@ impl Metrics {
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
             "group_commit_batch_size",
-            "Heartbeats committed together in one transaction",
+            "Writes (readings, telemetry, events, heartbeat flushes, capture rows) committed together in one transaction",
             commit_batch_size.clone(),
         );
         let commit_wait_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
         registry.register(
             "group_commit_wait_seconds",
-            "Time from a heartbeat's arrival at the writer to its commit",
+            "Time from a write's arrival at the writer to its commit",
             commit_wait_seconds.clone(),
         );
         let key_cache_hits = Counter::default();
