@@ -31,7 +31,13 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn requests_commits_cache_and_limits_are_counted() {
-    let s = common::start_with(|c| c.rate_limits.org_key_burst = 5).await;
+    // A slow refill, so a loaded machine cannot refill the burst between
+    // requests.
+    let s = common::start_with(|c| {
+        c.rate_limits.org_key_burst = 5;
+        c.rate_limits.org_key_rate_per_second = 1;
+    })
+    .await;
     let (id, key) = s.paired_device("cam").await;
     for _ in 0..3 {
         assert_eq!(s.heartbeat(&key).await.status, StatusCode::OK);
