@@ -57,6 +57,12 @@ impl LivenessTable {
         }
     }
 
+    /// Heartbeats recorded and not yet committed (at most one per device).
+    pub fn backlog(&self) -> usize {
+        self.pending.lock().expect("liveness lock").len()
+            + self.in_flight.lock().expect("liveness lock").len()
+    }
+
     /// Whether flushes have failed for longer than `patience`.
     pub fn failing_for(&self, patience: Duration) -> bool {
         self.failing_since
