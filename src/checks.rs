@@ -59,8 +59,12 @@ pub enum Format {
     Any,
     /// A hyphenated UUID; empty means "none" unless required (schema: pattern).
     Uuid,
-    /// RFC 3339 (schema: `format: date-time`).
+    /// RFC 3339; empty means none unless required (schema: `format:
+    /// date-time`, or `""`).
     Timestamp,
+    /// A device's `ts`: RFC 3339 here (Unix milliseconds are numbers, not
+    /// strings); never empty.
+    DeviceTime,
     /// IPv4 or IPv6; empty means unknown (schema: `anyOf` ipv4, ipv6, "").
     Ip,
     /// An IANA time zone name (schema: `enum`).
@@ -94,7 +98,7 @@ pub fn text(v: &str, at: &At<'_>, r: &Text) -> Result<()> {
         }
         if matches!(
             r.format,
-            Format::Uuid | Format::Ip | Format::PageToken | Format::Any
+            Format::Uuid | Format::Timestamp | Format::Ip | Format::PageToken | Format::Any
         ) && r.min_len == 0
             && !r.not_blank
             && r.one_of.is_empty()
@@ -130,7 +134,7 @@ pub fn text(v: &str, at: &At<'_>, r: &Text) -> Result<()> {
     let ok = match r.format {
         Format::Any => true,
         Format::Uuid => is_uuid(v),
-        Format::Timestamp => chrono::DateTime::parse_from_rfc3339(v).is_ok(),
+        Format::Timestamp | Format::DeviceTime => chrono::DateTime::parse_from_rfc3339(v).is_ok(),
         Format::Ip => v.parse::<std::net::IpAddr>().is_ok(),
         Format::Timezone => v.parse::<chrono_tz::Tz>().is_ok(),
         Format::PageToken => crate::core::page::Cursor::decode(v).is_some(),
@@ -142,7 +146,9 @@ pub fn text(v: &str, at: &At<'_>, r: &Text) -> Result<()> {
             at,
             match r.format {
                 Format::Uuid => "must be a UUID",
-                Format::Timestamp => "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                Format::Timestamp | Format::DeviceTime => {
+                    "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"
+                }
                 Format::Ip => "must be an IPv4 or IPv6 address",
                 Format::Timezone => "must be an IANA time zone name, e.g. Europe/Berlin",
                 Format::PageToken => "is not a page token this API issued",

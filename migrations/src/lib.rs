@@ -10,6 +10,7 @@ mod m20261126_000003_commands;
 mod m20261126_000004_captures;
 mod m20261126_000005_models;
 mod m20261126_000006_fleet;
+mod m20261126_000007_enrollment;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_captures::Migration),
             Box::new(m20261126_000005_models::Migration),
             Box::new(m20261126_000006_fleet::Migration),
+            Box::new(m20261126_000007_enrollment::Migration),
         ]
     }
 }

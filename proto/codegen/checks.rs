@@ -249,7 +249,9 @@ fn opt_i64(v: Option<i64>) -> String {
 fn text_rules(r: &Rules) -> String {
     let format = if r.uuid {
         "Format::Uuid"
-    } else if r.timestamp || r.device_ts {
+    } else if r.device_ts {
+        "Format::DeviceTime"
+    } else if r.timestamp {
         "Format::Timestamp"
     } else if r.ip {
         "Format::Ip"

@@ -390,6 +390,12 @@ fn string_schema(rules: &Rules, dir: Dir) -> Value {
         }
         return s;
     }
+    if rules.timestamp && !rules.device_ts && !rules.required && dir == Dir::Request {
+        return json!({"anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "enum": [""]}
+        ], "description": "An RFC 3339 time; empty means none."});
+    }
     if rules.timestamp || rules.device_ts {
         s["format"] = json!("date-time");
         return s;

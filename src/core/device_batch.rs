@@ -6,14 +6,18 @@
 //! commits, not a million, and a batch is all-or-nothing: one bad device
 //! (named by its position) and nothing is created.
 
-use chrono::Duration;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-use super::{Core, devices::ProvisioningToken, new_id, places, validate};
+use super::{
+    Core,
+    devices::{self, ProvisioningToken},
+    new_id, places, validate,
+};
 use crate::{
-    auth::{OrgWrite, secret},
+    auth::OrgWrite,
     error::{Error, Result},
     store::{
         OrgTx,
@@ -131,37 +135,16 @@ pub async fn insert(
         let mut tokens = Vec::with_capacity(chunk.len());
         let mut plaintexts = Vec::with_capacity(chunk.len());
         for c in chunk {
-            let id = new_id();
-            rows.push(device::Model {
-                id,
-                org_id: tx.org_id(),
-                name: c.name,
-                serial_number: c.serial_number,
-                hardware_model: None,
-                location_id: c.location_id,
-                group_id: c.group_id,
-                tags: c.tags,
-                firmware_version: None,
-                uptime_seconds: None,
-                reported_ip: None,
-                source_ip: None,
-                hostname: None,
-                last_seen_at: None,
-                created_at: now,
-                sensor_keys: None,
-            });
-            let secret = secret::generate(secret::SecretKind::ProvisioningToken);
-            tokens.push(provisioning_token::ActiveModel {
-                id: Set(new_id()),
-                org_id: Set(tx.org_id()),
-                device_id: Set(id),
-                secret_hash: Set(secret.hash),
-                created_at: Set(now),
-                expires_at: Set(expires_at),
-                used_at: Set(None),
-                revoked_at: Set(None),
-            });
-            plaintexts.push(secret.plaintext);
+            let mut row = blank_row(tx.org_id(), c.name, now);
+            row.serial_number = c.serial_number;
+            row.location_id = c.location_id;
+            row.group_id = c.group_id;
+            row.tags = c.tags;
+            let (token, plaintext) =
+                devices::provisioning_token_row(tx.org_id(), row.id, now, expires_at);
+            rows.push(row);
+            tokens.push(token);
+            plaintexts.push(plaintext);
         }
         // 16 and 8 parameters a row: a thousand rows stay under SQLite's
         // 32,766 bind parameters and PostgreSQL's 65,535.
@@ -179,6 +162,28 @@ pub async fn insert(
         );
     }
     Ok(out)
+}
+
+/// A new device of `org_id` named `name`, never seen, with nothing else set.
+pub fn blank_row(org_id: Uuid, name: String, now: DateTime<Utc>) -> device::Model {
+    device::Model {
+        id: new_id(),
+        org_id,
+        name,
+        serial_number: None,
+        hardware_model: None,
+        location_id: None,
+        group_id: None,
+        tags: "[]".into(),
+        firmware_version: None,
+        uptime_seconds: None,
+        reported_ip: None,
+        source_ip: None,
+        hostname: None,
+        last_seen_at: None,
+        created_at: now,
+        sensor_keys: None,
+    }
 }
 
 /// Each distinct location and group named, looked up once.
@@ -240,7 +245,7 @@ async fn serials_are_new(tx: &OrgTx, checked: &[Checked], label: Label<'_>) -> R
 
 /// An organization, group or location deployment reaches new devices too.
 /// Most batches meet none: one query says so.
-async fn reach_deployments(core: &Core, tx: &mut OrgTx, rows: &[device::Model]) -> Result<()> {
+pub async fn reach_deployments(core: &Core, tx: &mut OrgTx, rows: &[device::Model]) -> Result<()> {
     if !super::models::deployments::any_active(tx).await? {
         return Ok(());
     }

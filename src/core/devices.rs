@@ -83,25 +83,35 @@ async fn issue_provisioning_token(
         .filter(provisioning_token::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
-    let secret = secret::generate(secret::SecretKind::ProvisioningToken);
     let ttl = Duration::from_std(core.settings.provisioning_token_ttl).unwrap_or(Duration::MAX);
     let expires_at = now + ttl;
-    provisioning_token::Entity::insert(provisioning_token::ActiveModel {
+    let (row, token) = provisioning_token_row(tx.org_id(), device_id, now, expires_at);
+    provisioning_token::Entity::insert(row)
+        .exec(tx.conn())
+        .await?;
+    Ok(ProvisioningToken { token, expires_at })
+}
+
+/// A new one-time provisioning token for the device: its row (the secret
+/// as its hash) and the plaintext, to be shown once.
+pub fn provisioning_token_row(
+    org_id: Uuid,
+    device_id: Uuid,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> (provisioning_token::ActiveModel, String) {
+    let secret = secret::generate(secret::SecretKind::ProvisioningToken);
+    let row = provisioning_token::ActiveModel {
         id: Set(new_id()),
-        org_id: Set(tx.org_id()),
+        org_id: Set(org_id),
         device_id: Set(device_id),
         secret_hash: Set(secret.hash),
         created_at: Set(now),
         expires_at: Set(expires_at),
         used_at: Set(None),
         revoked_at: Set(None),
-    })
-    .exec(tx.conn())
-    .await?;
-    Ok(ProvisioningToken {
-        token: secret.plaintext,
-        expires_at,
-    })
+    };
+    (row, secret.plaintext)
 }
 
 pub async fn new_provisioning_token(

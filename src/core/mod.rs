@@ -14,6 +14,7 @@ pub mod device_batch;
 pub mod device_import;
 pub mod device_ops;
 pub mod devices;
+pub mod enrollment;
 pub mod ingest;
 pub mod liveness;
 pub mod models;

@@ -430,20 +430,28 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::CreateEnrollmentCodeRequest>,
     ) -> Reply<proto::EnrollmentCode> {
-        not_yet(
-            require_write(credential(&req)).map(|_| ()),
-            "CreateEnrollmentCode",
-        )
+        super::enrollment::create_code(&self.app, req).await
     }
 
     async fn list_enrollment_codes(
         &self,
         req: Request<proto::ListEnrollmentCodesRequest>,
     ) -> Reply<proto::ListEnrollmentCodesResponse> {
-        not_yet(
-            require_read(credential(&req)).map(|_| ()),
-            "ListEnrollmentCodes",
-        )
+        super::enrollment::list_codes(&self.app, req).await
+    }
+
+    async fn get_enrollment_code(
+        &self,
+        req: Request<proto::GetEnrollmentCodeRequest>,
+    ) -> Reply<proto::EnrollmentCode> {
+        super::enrollment::get_code(&self.app, req).await
+    }
+
+    async fn delete_enrollment_code(
+        &self,
+        req: Request<proto::DeleteEnrollmentCodeRequest>,
+    ) -> Reply<proto::DeleteEnrollmentCodeResponse> {
+        super::enrollment::revoke_code(&self.app, req).await
     }
 
     async fn create_alert_rule(
@@ -560,10 +568,4 @@ impl AdminService for AdminApi {
 pub(super) fn masked(mask: &Option<pbjson_types::FieldMask>, field: &str) -> bool {
     mask.as_ref()
         .is_some_and(|m| m.paths.iter().any(|p| p == field))
-}
-
-/// Answers UNIMPLEMENTED once the caller is known to be allowed.
-fn not_yet<T>(allowed: crate::error::Result<()>, method: &str) -> Reply<T> {
-    allowed?;
-    Err(crate::error::Error::Unimplemented(format!("{method} is not implemented yet")).into())
 }

@@ -161,10 +161,8 @@ impl DeviceService for DeviceApi {
         }))
     }
 
-    // Until their issues land: authenticate, then say so.
     async fn enroll(&self, req: Request<proto::EnrollRequest>) -> Reply<proto::PairResponse> {
-        let _ = req;
-        Err(Error::Unimplemented("Enroll is not implemented yet".into()).into())
+        super::enrollment::enroll(&self.app, req).await
     }
 
     async fn push_telemetry(

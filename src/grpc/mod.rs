@@ -6,6 +6,7 @@ pub mod captures;
 mod commands;
 mod convert;
 pub mod device;
+mod enrollment;
 mod ingest;
 pub mod models;
 mod shutdown;

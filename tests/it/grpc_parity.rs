@@ -238,15 +238,25 @@ async fn errors_match_between_rest_and_grpc() {
     );
     same_error(&s, rest, grpc, "invalid_argument").await;
 
-    // Not implemented yet.
-    let rest = s.get("/api/v1/enrollment-codes", Some(&s.owner_key)).await;
+    // A rule the core checks (a serial pattern must compile).
+    let rest = s
+        .post(
+            "/api/v1/enrollment-codes",
+            Some(&s.owner_key),
+            json!({"name": "line 1", "serial_pattern": "SN-("}),
+        )
+        .await;
     let grpc = grpc_ok(
         s.admin_client(Some(&s.owner_key))
             .await
-            .list_enrollment_codes(proto::ListEnrollmentCodesRequest::default())
+            .create_enrollment_code(proto::CreateEnrollmentCodeRequest {
+                name: "line 1".into(),
+                serial_pattern: Some("SN-(".into()),
+                ..Default::default()
+            })
             .await,
     );
-    same_error(&s, rest, grpc, "unimplemented").await;
+    same_error(&s, rest, grpc, "invalid_argument").await;
 }
 
 #[tokio::test]

@@ -145,3 +145,30 @@ pub mod provisioning_token {
     }
     no_relations!();
 }
+
+pub mod enrollment_code {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub org_id: Uuid,
+        pub name: String,
+        /// The code's first characters, to recognise it in a list.
+        pub prefix: String,
+        pub secret_hash: String,
+        pub max_devices: Option<i32>,
+        pub enrolled_devices: i32,
+        pub expires_at: Option<DateTimeUtc>,
+        pub group_id: Option<Uuid>,
+        pub location_id: Option<Uuid>,
+        /// JSON array of strings: the tags of every device it enrolls.
+        pub tags: String,
+        pub allow_reenroll: bool,
+        pub serial_pattern: Option<String>,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
