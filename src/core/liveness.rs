@@ -43,6 +43,10 @@ pub struct LivenessTable {
     in_flight: Mutex<Arc<HashMap<Uuid, Liveness>>>,
     /// Since when flushes have not succeeded.
     failing_since: Mutex<Option<Instant>>,
+    /// Held for a whole flush: flushes run one at a time, so a caller that
+    /// flushes before reading (a status filter) also waits for the flush
+    /// already under way, and one batch never replaces another in flight.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl LivenessTable {
@@ -102,6 +106,7 @@ impl LivenessTable {
     /// Writes every unflushed heartbeat; on failure they wait for the next
     /// flush (merged with what arrived meanwhile).
     pub async fn flush(&self, core: &Core) -> Result<()> {
+        let _one_at_a_time = self.flushing.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().expect("liveness lock"));
         if batch.is_empty() {
             *self.failing_since.lock().expect("liveness lock") = None;
