@@ -134,11 +134,16 @@ pub async fn import_devices(
         Ok::<_, Error>(created.len())
     }
     .await;
-    written.map_err(|e| {
+    let written = written.map_err(|e| {
         // The tokens of devices that were never created are worthless.
         let _ = std::fs::remove_file(tokens_out);
         ImportFailed::from(e)
-    })
+    })?;
+    if let Err(e) = core.store.refresh_statistics().await {
+        // The devices are in; stale statistics only cost speed.
+        tracing::warn!(error = %e, "statistics not refreshed after the import");
+    }
+    Ok(written)
 }
 
 /// The line numbers and devices of a CSV file, and every malformed line.

@@ -57,6 +57,10 @@ impl Store {
         })
     }
 
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DatabaseBackend::Postgres
+    }
+
     /// The bus events committed through this store are delivered on.
     pub fn bus(&self) -> &Bus {
         &self.bus
@@ -66,6 +70,20 @@ impl Store {
     /// organization management. Tenant data goes through [`Store::org_tx`].
     pub fn unscoped(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Refreshes the planner's statistics of the device tables after a bulk
+    /// import. PostgreSQL plans from statistics, and a table that grew from
+    /// a thousand rows to a million under plans made for a thousand (with
+    /// autovacuum off or not yet run) turns indexed lookups into scans;
+    /// SQLite's `PRAGMA optimize` does the same where it judges it useful.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        let sql = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => "ANALYZE devices, provisioning_tokens, device_keys",
+            _ => "PRAGMA optimize",
+        };
+        self.db.execute_unprepared(sql).await?;
+        Ok(())
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at
