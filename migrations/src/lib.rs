@@ -11,6 +11,7 @@ mod m20261126_000004_captures;
 mod m20261126_000005_models;
 mod m20261126_000006_fleet;
 mod m20261126_000007_enrollment;
+mod m20261126_000008_device_search;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_models::Migration),
             Box::new(m20261126_000006_fleet::Migration),
             Box::new(m20261126_000007_enrollment::Migration),
+            Box::new(m20261126_000008_device_search::Migration),
         ]
     }
 }

@@ -154,6 +154,7 @@ pub async fn insert(
         provisioning_token::Entity::insert_many(tokens)
             .exec(tx.conn())
             .await?;
+        super::device_tags::insert(tx, &rows).await?;
         reach_deployments(core, tx, &rows).await?;
         out.extend(
             rows.into_iter()

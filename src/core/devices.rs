@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, JoinType, QueryFilter,
     QuerySelect,
 };
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use crate::{
     error::{Error, Result},
     store::{
         OrgTx,
-        entities::{device, device_key, provisioning_token},
+        entities::{device, device_key, device_tag, provisioning_token},
     },
 };
 
@@ -172,6 +172,9 @@ pub struct DeviceFilter {
     pub location_id: Option<String>,
     /// `online`, `offline` or `never_seen`.
     pub status: Option<String>,
+    /// Names starting with this, compared byte by byte.
+    pub name_prefix: Option<String>,
+    pub tag: Option<String>,
 }
 
 pub async fn list_devices(
@@ -187,6 +190,14 @@ pub async fn list_devices(
     if let Some(id) = validate::opt_uuid("location_id", filter.location_id.as_deref())? {
         select = select.filter(device::Column::LocationId.eq(id));
     }
+    if let Some(prefix) = filter.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+        select = select.filter(name_starts_with(core, prefix));
+    }
+    let tag = filter
+        .tag
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     // The same rule as `status`: online while seen within three intervals.
     let online_since = core.clock.now()
         - Duration::from_std(core.settings.heartbeat_interval * 3).unwrap_or(Duration::MAX);
@@ -211,11 +222,63 @@ pub async fn list_devices(
         }
     };
     let tx = core.store.org_read(access.org_id()).await?;
-    let out = page
-        .fetch(select, device::Column::Id, tx.conn(), |m| m.id)
-        .await?;
+    let out = match tag {
+        // Driven by the tag's rows, which are in device id order already:
+        // a page reads the page, however large the fleet.
+        Some(tag) => {
+            let tagged = device_tag::Entity::belongs_to(device::Entity)
+                .from(device_tag::Column::DeviceId)
+                .to(device::Column::Id)
+                .into();
+            let select = select
+                .join_rev(JoinType::InnerJoin, tagged)
+                .filter(device_tag::Column::OrgId.eq(access.org_id()))
+                .filter(device_tag::Column::Tag.eq(tag));
+            page.fetch(select, device_tag::Column::DeviceId, tx.conn(), |m| m.id)
+                .await?
+        }
+        None => {
+            page.fetch(select, device::Column::Id, tx.conn(), |m| m.id)
+                .await?
+        }
+    };
     tx.commit().await?;
     Ok(out)
+}
+
+/// `name` starts with `prefix`, as a range of the name index: names in
+/// byte order (PostgreSQL: the "C" collation, as the index is built;
+/// SQLite: its default), from the prefix up to its successor.
+fn name_starts_with(core: &Core, prefix: &str) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::Expr;
+    let name = if core.store.is_postgres() {
+        Expr::cust("(\"devices\".\"name\" COLLATE \"C\")")
+    } else {
+        Expr::col((device::Entity, device::Column::Name))
+    };
+    let from = name.clone().gte(prefix);
+    match successor(prefix) {
+        Some(to) => from.and(name.lt(to)),
+        None => from,
+    }
+}
+
+/// The first string after every string that starts with `prefix`, in byte
+/// (code point) order: the prefix with its last character that can grow
+/// grown by one. `None` when there is none (every character is U+10FFFF).
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 pub struct DeviceUpdate {
@@ -269,6 +332,9 @@ pub async fn update_device(
         active.sensor_keys = Set(keys);
     }
     let device = active.update(tx.conn()).await?;
+    if update.tags.is_some() {
+        super::device_tags::replace(&tx, &device).await?;
+    }
     if (device.group_id, device.location_id) != placed {
         // Joining a group or location joins its deployment.
         super::models::deployments::reach_device_in(core, &mut tx, &device).await?;
@@ -382,4 +448,20 @@ pub async fn revoke_keys(core: &Core, access: &OrgWrite, id: &str) -> Result<(Uu
     .await?;
     tx.commit().await?;
     Ok((device.id, done.rows_affected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn the_successor_of_a_prefix_bounds_every_name_that_starts_with_it() {
+        assert_eq!(successor("cam-").as_deref(), Some("cam."));
+        assert_eq!(successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(successor("\u{10FFFF}"), None);
+        for name in ["cam-", "cam-1", "cam-\u{10FFFF}x", "cam-zzz"] {
+            assert!(name >= "cam-" && name < successor("cam-").unwrap().as_str());
+        }
+    }
 }

@@ -290,6 +290,7 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
             device::Entity::insert(device::ActiveModel::from(row.clone()))
                 .exec(tx.conn())
                 .await?;
+            super::device_tags::insert(&tx, std::slice::from_ref(&row)).await?;
             device_batch::reach_deployments(core, &mut tx, std::slice::from_ref(&row)).await?;
             row
         }

@@ -13,6 +13,7 @@ pub mod config_cache;
 pub mod device_batch;
 pub mod device_import;
 pub mod device_ops;
+pub mod device_tags;
 pub mod devices;
 pub mod enrollment;
 pub mod ingest;

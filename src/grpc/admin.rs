@@ -96,6 +96,8 @@ impl AdminService for AdminApi {
             group_id: body.group_id.clone(),
             location_id: body.location_id.clone(),
             status: body.status.clone(),
+            name_prefix: body.name_prefix.clone(),
+            tag: body.tag.clone(),
         };
         let (rows, next_page_token) =
             devices::list_devices(&self.app.core, &access, page, filter).await?;

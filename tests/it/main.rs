@@ -14,6 +14,7 @@ mod commands;
 mod connections;
 mod contract;
 mod crash;
+mod device_search;
 mod enrollment;
 mod fleet;
 mod grpc_parity;

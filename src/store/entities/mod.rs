@@ -172,3 +172,19 @@ pub mod enrollment_code {
     }
     no_relations!();
 }
+
+/// One row per tag of a device: what a tag search reads.
+pub mod device_tag {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub org_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tag: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: Uuid,
+    }
+    no_relations!();
+}
