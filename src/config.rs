@@ -121,6 +121,8 @@ pub struct Config {
     pub metrics_require_key: bool,
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Addresses of your load balancers / reverse proxies. Requests from them
     /// are attributed to the client in `X-Forwarded-For` (for rate limits and
     /// the recorded source IP). Comma-separated.
@@ -157,6 +159,7 @@ impl Config {
             blobs: crate::blobs::BlobArgs::default(),
             ts_horizon_days: DEFAULT_TS_HORIZON_DAYS,
             rate_limits: RateLimitConfig::default(),
+            tls: crate::tls::TlsArgs::default(),
             trusted_proxies: Vec::new(),
         }
     }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod rest;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 /// The generated protobuf messages, gRPC clients and servers of `proto/swrm/v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -112,8 +113,12 @@ pub async fn serve(
         shutdown.await;
         streams_end.cancel();
     };
+    let tls = tls::Tls::from_args(&app.config.tls)?;
+    if let Some(tls) = &tls {
+        tls.clone().watch(stop_listening.clone());
+    }
     let core = app.core.clone();
-    let served = server::run(router(app), listener, header_read_timeout, shutdown).await;
+    let served = server::run(router(app), listener, header_read_timeout, tls, shutdown).await;
     // Every request has been answered: the last heartbeats go in now.
     core.shutdown.cancel();
     let _ = liveness.await;

@@ -1,4 +1,5 @@
-//! The connection loop: HTTP/1.1 and HTTP/2 (h2c) on one listener, with the
+//! The connection loop: HTTP/1.1 and HTTP/2 (h2c, or over TLS with ALPN:
+//! see `tls`) on one listener, with the
 //! timeouts `axum::serve` does not set: a client must send its request
 //! headers within `header_read_timeout` (slow-loris, idle keep-alive), and
 //! HTTP/2 peers that stop answering pings are dropped. Shutdown stops
@@ -22,7 +23,10 @@ use std::{
     time::Duration,
 };
 use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::either::Either;
 use tower::ServiceExt;
+
+use crate::tls::Tls;
 
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,6 +37,7 @@ pub async fn run(
     router: Router,
     listener: TcpListener,
     header_read_timeout: Duration,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -77,13 +82,33 @@ pub async fn run(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            let mut connection = pin!(connection);
+            let io = match tls {
+                None => Either::Right(stream),
+                // The handshake counts against the header timeout too.
+                Some(tls) => {
+                    match tokio::time::timeout(header_read_timeout, tls.acceptor().accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => Either::Left(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no TLS handshake within the header timeout");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(io),
+                TowerToHyperService::new(service),
+            );
+            let mut connection = pin!(watcher.watch(connection));
             let result = tokio::select! {
                 result = &mut connection => result,
                 () = tokio::time::sleep(header_read_timeout) => {

@@ -30,4 +30,5 @@ mod readme;
 mod replicas;
 mod rest_errors;
 mod serve_binary;
+mod tls;
 mod webhooks;
