@@ -33,6 +33,8 @@ pub enum Error {
     RateLimited {
         message: String,
         retry_after_secs: u64,
+        /// The bucket's policy, for the `RateLimit` headers.
+        policy: Option<crate::limits::Policy>,
     },
     #[error("{0}")]
     Unimplemented(String),
@@ -122,10 +124,21 @@ impl From<Error> for Status {
             Error::RateLimited {
                 message,
                 retry_after_secs,
+                policy,
             } => {
                 let mut s = with_hint(Status::resource_exhausted(message), 429);
-                s.metadata_mut()
-                    .insert("retry-after", MetadataValue::from(retry_after_secs));
+                let metadata = s.metadata_mut();
+                metadata.insert("retry-after", MetadataValue::from(retry_after_secs));
+                if let Some(policy) = policy {
+                    for (name, value) in [
+                        ("ratelimit-policy", policy.header()),
+                        ("ratelimit", policy.exhausted(retry_after_secs)),
+                    ] {
+                        if let Ok(value) = value.parse() {
+                            metadata.insert(name, value);
+                        }
+                    }
+                }
                 s
             }
             Error::Unimplemented(m) => Status::unimplemented(m),

@@ -96,7 +96,41 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A bucket's quota as the IETF `RateLimit-Policy` header states it:
+/// `q` requests per window of `w` seconds (the burst, and the time it takes
+/// to refill).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub name: &'static str,
+    pub quota: u32,
+    pub window_secs: u64,
+}
+
+impl Policy {
+    fn new(name: &'static str, rate: u32, per: Duration, burst: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(rate)?;
+        let quota = if burst == 0 { rate.get() } else { burst };
+        let refill = per.as_secs_f64() * f64::from(quota) / f64::from(rate.get());
+        Some(Self {
+            name,
+            quota,
+            window_secs: (refill.ceil() as u64).max(1),
+        })
+    }
+
+    /// `RateLimit-Policy: "device";q=100;w=5`
+    pub fn header(&self) -> String {
+        format!("\"{}\";q={};w={}", self.name, self.quota, self.window_secs)
+    }
+
+    /// `RateLimit: "device";r=0;t=3` for a request turned away.
+    pub fn exhausted(&self, retry_after_secs: u64) -> String {
+        format!("\"{}\";r=0;t={retry_after_secs}", self.name)
+    }
+}
+
 pub struct Limits {
+    policies: Vec<Policy>,
     pairing: Option<Keyed<IpAddr>>,
     device: Option<Keyed<Uuid>>,
     org_key: Option<Keyed<Uuid>>,
@@ -116,7 +150,34 @@ fn keyed<K: Hash + Eq + Clone>(rate: u32, per: Duration, burst: u32) -> Option<K
 impl Limits {
     pub fn new(c: &RateLimitConfig) -> Self {
         let second = Duration::from_secs(1);
+        let minute = Duration::from_secs(60);
+        let policies = [
+            Policy::new("pairing", c.pair_rate_per_minute, minute, c.pair_burst),
+            Policy::new("device", c.device_rate_per_second, second, c.device_burst),
+            Policy::new(
+                "org_key",
+                c.org_key_rate_per_second,
+                second,
+                c.org_key_burst,
+            ),
+            Policy::new(
+                "anonymous",
+                c.device_rate_per_second,
+                second,
+                c.device_burst,
+            ),
+            Policy::new(
+                "failed_lookups",
+                c.device_rate_per_second,
+                second,
+                c.device_burst,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Self {
+            policies,
             pairing: keyed(
                 c.pair_rate_per_minute,
                 Duration::from_secs(60),
@@ -128,6 +189,11 @@ impl Limits {
             failed_lookups: keyed(c.device_rate_per_second, second, c.device_burst),
             blocked: RwLock::default(),
         }
+    }
+
+    /// The policy of the bucket named `name` (see [`Bucket::name`]).
+    pub fn policy(&self, name: &str) -> Option<Policy> {
+        self.policies.iter().find(|p| p.name == name).cloned()
     }
 
     /// `Ok`, or how many whole seconds to wait (for `Retry-After`).
@@ -204,6 +270,28 @@ fn wait_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_state_the_burst_and_the_time_it_takes_to_refill() {
+        let limits = Limits::new(&RateLimitConfig::default());
+        assert_eq!(
+            limits.policy("device").unwrap().header(),
+            "\"device\";q=100;w=5"
+        );
+        assert_eq!(
+            limits.policy("pairing").unwrap().header(),
+            "\"pairing\";q=10;w=60"
+        );
+        assert_eq!(
+            limits.policy("org_key").unwrap().exhausted(2),
+            "\"org_key\";r=0;t=2"
+        );
+        let off = RateLimitConfig {
+            device_rate_per_second: 0,
+            ..RateLimitConfig::default()
+        };
+        assert!(Limits::new(&off).policy("device").is_none());
+    }
 
     #[test]
     fn ipv6_clients_are_keyed_by_their_64() {

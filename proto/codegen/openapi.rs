@@ -101,6 +101,8 @@ pub fn generate(api: &Api, version: &str) -> String {
             "responses": error_responses(),
             "headers": {
                 "RetryAfter": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 0}},
+                "RateLimit": {"description": "IETF RateLimit: the bucket that ran out, `r=0` requests left, `t` seconds until one is allowed, e.g. `\"device\";r=0;t=3`.", "schema": {"type": "string"}},
+                "RateLimitPolicy": {"description": "IETF RateLimit-Policy: the bucket's quota `q` per window of `w` seconds (the burst and its refill time), e.g. `\"device\";q=100;w=5`.", "schema": {"type": "string"}},
                 "WWWAuthenticate": {"description": "Always `Bearer`.", "schema": {"type": "string"}},
                 "ETag": {"description": "Opaque version of the answer; send it back as If-None-Match.", "schema": {"type": "string"}}
             }
@@ -612,7 +614,11 @@ fn error_responses() -> Value {
     unauthorized["headers"] =
         json!({"WWW-Authenticate": {"$ref": "#/components/headers/WWWAuthenticate"}});
     let mut limited = plain("`resource_exhausted`: rate limited.");
-    limited["headers"] = json!({"Retry-After": {"$ref": "#/components/headers/RetryAfter"}});
+    limited["headers"] = json!({
+        "Retry-After": {"$ref": "#/components/headers/RetryAfter"},
+        "RateLimit": {"$ref": "#/components/headers/RateLimit"},
+        "RateLimit-Policy": {"$ref": "#/components/headers/RateLimitPolicy"}
+    });
     json!({
         "BadRequest": plain("`invalid_argument`: malformed JSON, wrong types, a value outside its rules (the message names the field)."),
         "Unauthorized": unauthorized,

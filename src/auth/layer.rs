@@ -87,6 +87,7 @@ pub async fn authenticate(
             Error::RateLimited {
                 message: format!("rate limited, retry in {retry_after_secs} s"),
                 retry_after_secs,
+                policy: app.limits.policy(bucket.name()),
             },
         );
         measured(&response);
@@ -288,7 +289,10 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     }
     let hash = hex::encode(digest);
     if let Some(retry_after_secs) = app.limits.lookups_blocked(ip) {
-        return Err(too_many_failures(retry_after_secs));
+        return Err(too_many_failures(
+            retry_after_secs,
+            app.limits.policy("failed_lookups"),
+        ));
     }
     let generation = app.keys.generation();
     app.core.count_auth_lookup();
@@ -346,14 +350,17 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     app.keys
         .put(generation, digest, credential.clone(), expires_at);
     if matches!(credential, Credential::Rejected(_)) {
-        app.limits.failed_lookup(ip).map_err(too_many_failures)?;
+        app.limits.failed_lookup(ip).map_err(|retry_after_secs| {
+            too_many_failures(retry_after_secs, app.limits.policy("failed_lookups"))
+        })?;
     }
     Ok(credential)
 }
 
-fn too_many_failures(retry_after_secs: u64) -> Error {
+fn too_many_failures(retry_after_secs: u64, policy: Option<crate::limits::Policy>) -> Error {
     Error::RateLimited {
         message: format!("too many unknown credentials, retry in {retry_after_secs} s"),
         retry_after_secs,
+        policy,
     }
 }

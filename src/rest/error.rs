@@ -73,10 +73,12 @@ pub fn status_response(status: Status) -> Response {
     if status.code() == Code::Unauthenticated {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    if let Some(retry) = status.metadata().get("retry-after")
-        && let Ok(value) = HeaderValue::from_bytes(retry.as_bytes())
-    {
-        headers.insert(header::RETRY_AFTER, value);
+    for name in ["retry-after", "ratelimit", "ratelimit-policy"] {
+        if let Some(value) = status.metadata().get(name)
+            && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())
+        {
+            headers.insert(header::HeaderName::from_static(name), value);
+        }
     }
     response
 }

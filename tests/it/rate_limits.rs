@@ -1,5 +1,6 @@
 //! Rate limits: pairing per source IP, each device key, each organization
-//! key; 429 with `Retry-After` over REST, RESOURCE_EXHAUSTED over gRPC.
+//! key; 429 with `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy`
+//! fields over REST, RESOURCE_EXHAUSTED with the same in metadata over gRPC.
 
 use crate::common;
 
@@ -16,6 +17,13 @@ fn assert_limited(a: &common::Answer) {
         .parse()
         .unwrap();
     assert!(retry >= 1, "Retry-After in whole seconds");
+    // The IETF RateLimit fields: which bucket, none left, when one is.
+    let state = a.headers["ratelimit"].to_str().unwrap();
+    assert!(state.ends_with(&format!(";r=0;t={retry}")), "{state}");
+    let policy = a.headers["ratelimit-policy"].to_str().unwrap();
+    let name = state.split(';').next().unwrap();
+    assert!(policy.starts_with(&format!("{name};q=")), "{policy}");
+    assert!(policy.contains(";w="), "{policy}");
 }
 
 #[tokio::test]
@@ -59,6 +67,11 @@ async fn pairing_is_limited_per_source_ip() {
         .expect_err("limited over gRPC too");
     assert_eq!(grpc.code(), tonic::Code::ResourceExhausted);
     assert!(grpc.metadata().get("retry-after").is_some());
+    assert_eq!(
+        grpc.metadata().get("ratelimit-policy").unwrap(),
+        "\"pairing\";q=2;w=60"
+    );
+    assert!(grpc.metadata().get("ratelimit").is_some());
     // Other routes are not affected by the pairing bucket.
     assert_eq!(
         s.get("/api/v1/devices", Some(&s.owner_key)).await.status,
