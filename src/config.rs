@@ -12,6 +12,7 @@ const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u32 = 30;
 const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
 const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
+const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 const DEFAULT_KEY_CACHE_TTL_SECONDS: u64 = 6 * 3600;
 const DEFAULT_MAX_CAPTURE_BYTES: u64 = 10 * 1024 * 1024;
@@ -81,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "SWRM_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub header_read_timeout_seconds: u32,
+    /// Connections open at once; past it a new connection gets 429 and is
+    /// closed. Long polls and command streams each hold one.
+    #[arg(long, env = "SWRM_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
     /// Valid device and API keys held in memory (the fleet's size is enough).
     #[arg(long, env = "SWRM_KEY_CACHE_ENTRIES", default_value_t = DEFAULT_KEY_CACHE_ENTRIES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -149,6 +155,7 @@ impl Config {
             provisioning_token_ttl_seconds: DEFAULT_PROVISIONING_TOKEN_TTL_SECONDS,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
             header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             key_cache_entries: DEFAULT_KEY_CACHE_ENTRIES,
             key_cache_rejected_entries: DEFAULT_KEY_CACHE_REJECTED_ENTRIES,
             key_cache_ttl_seconds: DEFAULT_KEY_CACHE_TTL_SECONDS,

@@ -118,7 +118,16 @@ pub async fn serve(
         tls.clone().watch(stop_listening.clone());
     }
     let core = app.core.clone();
-    let served = server::run(router(app), listener, header_read_timeout, tls, shutdown).await;
+    let max_connections = app.config.max_connections;
+    let served = server::run(
+        router(app),
+        listener,
+        header_read_timeout,
+        tls,
+        max_connections,
+        shutdown,
+    )
+    .await;
     // Every request has been answered: the last heartbeats go in now.
     core.shutdown.cancel();
     let _ = liveness.await;

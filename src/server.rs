@@ -22,7 +22,12 @@ use std::{
     },
     time::Duration,
 };
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    task::JoinSet,
+};
 use tokio_util::either::Either;
 use tower::ServiceExt;
 
@@ -38,8 +43,10 @@ pub async fn run(
     listener: TcpListener,
     header_read_timeout: Duration,
     tls: Option<Arc<Tls>>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -69,6 +76,13 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Over the cap, the connection is told so and closed at once: a
+        // flood of connections costs a few bytes each, never a task and
+        // buffers each.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tokio::spawn(turn_away(stream));
+            continue;
+        };
         // Set by the first request. hyper's header timeout starts only once
         // the protocol is known; a client that sends nothing at all is cut
         // off by the check below instead.
@@ -85,6 +99,7 @@ pub async fn run(
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
+            let _permit = permit;
             let io = match tls {
                 None => Either::Right(stream),
                 // The handshake counts against the header timeout too.
@@ -133,4 +148,24 @@ pub async fn run(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// What a connection over `--max-connections` gets: a 429 in HTTP/1.1
+/// (an HTTP/2 or TLS client sees the connection close), then the end.
+async fn turn_away(mut stream: TcpStream) {
+    const BODY: &str = r#"{"error":{"code":"resource_exhausted","message":"too many open connections; retry shortly"}}"#;
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Answered once the client has spoken: a client sees an answer that
+        // comes before its request as a broken connection.
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).await;
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

@@ -81,3 +81,41 @@ async fn shutdown_ends_server_streams_at_once() {
         .unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_get_429_and_a_freed_place_is_taken_again() {
+    let s = common::start_with(|c| c.max_connections = 2).await;
+    // Two clients hold every place (half a request each).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = reqwest::Client::new()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+
+    // A client leaves: its place is free again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = reqwest::Client::new()
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap();
+        if a.status() == reqwest::StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place was not reused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
