@@ -68,5 +68,8 @@ pub fn settings(config: &Config) -> Settings {
         snapshot_window: std::time::Duration::from_secs(config.snapshot_window_seconds.into()),
         signed_url_ttl: std::time::Duration::from_secs(config.blobs.signed_url_seconds.into()),
         orphan_grace: std::time::Duration::from_secs(config.blobs.orphan_grace_seconds.into()),
+        audit_retention: std::time::Duration::from_secs(
+            u64::from(config.audit_retention_days) * 86_400,
+        ),
     }
 }

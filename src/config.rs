@@ -13,6 +13,7 @@ const DEFAULT_DATABASE_TIMEOUT_SECONDS: u32 = 5;
 const DEFAULT_TS_HORIZON_DAYS: u32 = 30;
 const DEFAULT_KEY_CACHE_ENTRIES: usize = 1_000_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 const DEFAULT_KEY_CACHE_REJECTED_ENTRIES: usize = 65_536;
 const DEFAULT_KEY_CACHE_TTL_SECONDS: u64 = 6 * 3600;
 const DEFAULT_MAX_CAPTURE_BYTES: u64 = 10 * 1024 * 1024;
@@ -107,6 +108,10 @@ pub struct Config {
     #[arg(long, env = "SWRM_TS_HORIZON_DAYS", default_value_t = DEFAULT_TS_HORIZON_DAYS,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub ts_horizon_days: u32,
+    /// How long audit events are kept, in days.
+    #[arg(long, env = "SWRM_AUDIT_RETENTION_DAYS", default_value_t = DEFAULT_AUDIT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub audit_retention_days: u32,
     /// Largest capture image, in bytes (larger uploads get 413).
     #[arg(long, env = "SWRM_MAX_CAPTURE_BYTES", default_value_t = DEFAULT_MAX_CAPTURE_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -165,6 +170,7 @@ impl Config {
             snapshot_window_seconds: DEFAULT_SNAPSHOT_WINDOW_SECONDS,
             blobs: crate::blobs::BlobArgs::default(),
             ts_horizon_days: DEFAULT_TS_HORIZON_DAYS,
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
             rate_limits: RateLimitConfig::default(),
             tls: crate::tls::TlsArgs::default(),
             trusted_proxies: Vec::new(),

@@ -90,6 +90,7 @@ pub async fn serve(
     let background = [
         tokio::spawn(core::alerts::offline_loop(app.core.clone())),
         tokio::spawn(core::webhooks::delivery_loop(app.core.clone())),
+        tokio::spawn(core::audit::retention_loop(app.core.clone())),
         tokio::spawn(core::blobs::sweep_loop(
             app.core.clone(),
             std::time::Duration::from_secs(app.config.blobs.sweep_interval_seconds.into()),

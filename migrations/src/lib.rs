@@ -12,6 +12,7 @@ mod m20261126_000005_models;
 mod m20261126_000006_fleet;
 mod m20261126_000007_enrollment;
 mod m20261126_000008_device_search;
+mod m20261126_000009_audit;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000006_fleet::Migration),
             Box::new(m20261126_000007_enrollment::Migration),
             Box::new(m20261126_000008_device_search::Migration),
+            Box::new(m20261126_000009_audit::Migration),
         ]
     }
 }

@@ -5,7 +5,13 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
 };
 
-use super::{Core, new_id, page::PageRequest, validate};
+use super::{
+    Core,
+    audit::{self, Action, Actor, Entry},
+    new_id,
+    page::PageRequest,
+    validate,
+};
 use crate::{
     auth::{OrgRead, OrgWrite, Role, secret},
     bus::Event,
@@ -42,6 +48,16 @@ pub async fn create(core: &Core, access: &OrgWrite, name: &str, role: &str) -> R
         revoked_at: Set(None),
     })
     .exec_with_returning(tx.conn())
+    .await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::ApiKeyCreated,
+            Actor::of(access),
+            Some(("api_key", key.id)),
+        ),
+    )
     .await?;
     tx.commit().await?;
     Ok(NewApiKey {
@@ -108,6 +124,16 @@ pub async fn delete(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
         .filter(api_key::Column::OrgId.eq(tx.org_id()))
         .exec(tx.conn())
         .await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::ApiKeyDeleted,
+            Actor::of(access),
+            Some(("api_key", key.id)),
+        ),
+    )
+    .await?;
     tx.publish(Event::ApiKeyChanged { key_id: key.id }).await?;
     tx.commit().await?;
     Ok(())

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Core,
+    audit::{self, Action, Actor, Entry},
     devices::{self, ProvisioningToken},
     new_id, places, validate,
 };
@@ -56,6 +57,7 @@ pub async fn create_devices(
     let checked = check_all(&inputs, label).map_err(|mut errors| errors.remove(0))?;
     let mut tx = core.store.org_tx(access.org_id()).await?;
     let created = insert(core, &mut tx, checked, label).await?;
+    record_created(core, &tx, access, &created).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -163,6 +165,22 @@ pub async fn insert(
         );
     }
     Ok(out)
+}
+
+/// One audit event for a batch: the device when there is one, else how many.
+pub async fn record_created(
+    core: &Core,
+    tx: &OrgTx,
+    access: &OrgWrite,
+    created: &[(device::Model, ProvisioningToken)],
+) -> Result<()> {
+    let target = match created {
+        [(one, _)] => Some(("device", one.id)),
+        _ => None,
+    };
+    let mut entry = Entry::new(Action::DevicesCreated, Actor::of(access), target);
+    entry.count = i32::try_from(created.len()).unwrap_or(i32::MAX);
+    audit::record(core, tx, entry).await
 }
 
 /// A new device of `org_id` named `name`, never seen, with nothing else set.

@@ -103,6 +103,7 @@ pub async fn import_devices(
     let written = async {
         let mut tx = core.store.org_tx(access.org_id()).await?;
         let created = device_batch::insert(core, &mut tx, checked, &label).await?;
+        device_batch::record_created(core, &tx, access, &created).await?;
         let mut w = csv::Writer::from_writer(&mut out);
         let io = |e: csv::Error| Error::Internal(format!("writing {}: {e}", tokens_out.display()));
         w.write_record([

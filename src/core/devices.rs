@@ -8,7 +8,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Core, new_id, page::PageRequest, places, validate};
+use super::{
+    Core,
+    audit::{self, Action, Actor, Entry},
+    new_id,
+    page::PageRequest,
+    places, validate,
+};
 use crate::{
     auth::{OrgRead, OrgWrite, secret},
     bus::Event,
@@ -122,6 +128,16 @@ pub async fn new_provisioning_token(
     let tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
     let token = issue_provisioning_token(core, &tx, device.id).await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::ProvisioningTokenIssued,
+            Actor::of(access),
+            Some(("device", device.id)),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     Ok(token)
 }
@@ -424,6 +440,16 @@ pub async fn rotate_key(
             .await?;
     }
     let key = insert_device_key(core.clock.now(), &tx, device.id).await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::DeviceKeyRotated,
+            Actor::of(access),
+            Some(("device", device.id)),
+        ),
+    )
+    .await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: device.id,
     })
@@ -442,6 +468,16 @@ pub async fn revoke_keys(core: &Core, access: &OrgWrite, id: &str) -> Result<(Uu
         .filter(device_key::Column::RevokedAt.is_null())
         .exec(tx.conn())
         .await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::DeviceKeyRevoked,
+            Actor::of(access),
+            Some(("device", device.id)),
+        ),
+    )
+    .await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: device.id,
     })

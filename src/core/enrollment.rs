@@ -18,7 +18,14 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::validate;
-use super::{Core, device_batch, devices, new_id, page::PageRequest, pairing::Paired, places};
+use super::{
+    Core,
+    audit::{self, Action, Actor, Entry},
+    device_batch, devices, new_id,
+    page::PageRequest,
+    pairing::Paired,
+    places,
+};
 use crate::{
     auth::{OrgRead, OrgWrite, secret},
     bus::Event,
@@ -106,6 +113,16 @@ pub async fn create(core: &Core, access: &OrgWrite, input: NewCode) -> Result<Cr
     })
     .exec_with_returning(tx.conn())
     .await?;
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            Action::EnrollmentCodeCreated,
+            Actor::of(access),
+            Some(("enrollment_code", code.id)),
+        ),
+    )
+    .await?;
     tx.commit().await?;
     Ok(CreatedCode {
         code,
@@ -169,7 +186,18 @@ async fn find(tx: &OrgTx, id: Uuid) -> Result<enrollment_code::Model> {
 pub async fn revoke(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
     let id = validate::path_id("enrollment code", id)?;
     let tx = core.store.org_tx(access.org_id()).await?;
-    find(&tx, id).await?;
+    if find(&tx, id).await?.revoked_at.is_none() {
+        audit::record(
+            core,
+            &tx,
+            Entry::new(
+                Action::EnrollmentCodeRevoked,
+                Actor::of(access),
+                Some(("enrollment_code", id)),
+            ),
+        )
+        .await?;
+    }
     enrollment_code::Entity::update_many()
         .col_expr(
             enrollment_code::Column::RevokedAt,
@@ -190,6 +218,8 @@ pub struct EnrollInput {
     pub hardware_model: Option<String>,
     pub name: Option<String>,
     pub firmware_version: Option<String>,
+    /// Where the request came from, for the audit trail.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 const REJECTED: &str = "enrollment code is unknown";
@@ -243,7 +273,9 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
         )));
     }
 
-    let enrolled = match registered(&tx, &serial).await? {
+    let existing = registered(&tx, &serial).await?;
+    let reenrolled = existing.is_some();
+    let enrolled = match existing {
         Some(_) if !code.allow_reenroll => {
             return Err(Error::AlreadyExists(format!(
                 "serial_number {serial:?} is already enrolled in this organization"
@@ -296,6 +328,22 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
         }
     };
     let api_key = devices::insert_device_key(now, &tx, enrolled.id).await?;
+    let action = if reenrolled {
+        Action::DeviceReenrolled
+    } else {
+        Action::DeviceEnrolled
+    };
+    audit::record(
+        core,
+        &tx,
+        Entry::new(
+            action,
+            Actor::EnrollmentCode(code.id),
+            Some(("device", enrolled.id)),
+        )
+        .from_ip(input.source_ip),
+    )
+    .await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: enrolled.id,
     })

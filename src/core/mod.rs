@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod api_keys;
+pub mod audit;
 pub mod blob_upload;
 pub mod blobs;
 pub mod captures;
@@ -84,6 +85,8 @@ pub struct Settings {
     pub signed_url_ttl: Duration,
     /// How long a blob may wait for its row before the sweep removes it.
     pub orphan_grace: Duration,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
 }
 
 impl Core {

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Clock, Core, devices, validate};
+use super::{
+    Clock, Core,
+    audit::{self, Action, Actor, Entry},
+    devices, validate,
+};
 use crate::{
     auth::secret::{self, SecretKind},
     bus::Event,
@@ -22,6 +26,8 @@ pub struct PairInput {
     pub hardware_model: Option<String>,
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
+    /// Where the request came from, for the audit trail.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 pub struct Paired {
@@ -46,6 +52,7 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
             "firmware_version",
             input.firmware_version.as_deref(),
         )?,
+        source_ip: None,
         token: {
             let hash = secret::hash(&input.token);
             core.count_auth_lookup();
@@ -56,12 +63,17 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
                 .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?
         },
     };
+    let claim = Claim {
+        source_ip: input.source_ip,
+        ..claim
+    };
     core.pairings.submit(claim).await
 }
 
 /// A pairing, checked, waiting for its transaction.
 struct Claim {
     token: provisioning_token::Model,
+    source_ip: Option<std::net::IpAddr>,
     hardware_model: Option<String>,
     serial_number: Option<String>,
     firmware_version: Option<String>,
@@ -235,6 +247,17 @@ async fn pair_in(now: DateTime<Utc>, tx: &mut OrgTx, claim: &Claim) -> Result<Pa
         active.firmware_version = Set(claim.firmware_version.clone());
     }
     let device = active.update(tx.conn()).await?;
+    audit::write(
+        tx,
+        now,
+        Entry::new(
+            Action::DevicePaired,
+            Actor::ProvisioningToken(token.id),
+            Some(("device", device.id)),
+        )
+        .from_ip(claim.source_ip),
+    )
+    .await?;
     tx.publish(Event::DeviceKeysChanged {
         device_id: device.id,
     })

@@ -8,7 +8,7 @@ use super::{convert, credential};
 use crate::{
     app::App,
     auth::{require_read, require_write},
-    core::{api_keys, device_batch, devices, page::PageRequest, places, rfc3339},
+    core::{api_keys, audit, device_batch, devices, page::PageRequest, places, rfc3339},
     proto::{self, admin_service_server::AdminService},
 };
 
@@ -440,6 +440,24 @@ impl AdminService for AdminApi {
         req: Request<proto::ListEnrollmentCodesRequest>,
     ) -> Reply<proto::ListEnrollmentCodesResponse> {
         super::enrollment::list_codes(&self.app, req).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        req: Request<proto::ListAuditEventsRequest>,
+    ) -> Reply<proto::ListAuditEventsResponse> {
+        let access = require_write(credential(&req))?;
+        let b = req.get_ref();
+        let page = PageRequest::parse(b.page_size, b.page_token.as_deref())?;
+        let filter = audit::AuditFilter {
+            action: b.action.clone(),
+            target_id: b.target_id.clone(),
+        };
+        let (rows, next_page_token) = audit::list(&self.app.core, &access, page, filter).await?;
+        Ok(Response::new(proto::ListAuditEventsResponse {
+            audit_events: rows.iter().map(convert::audit_event).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_enrollment_code(

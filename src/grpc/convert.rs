@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     core::{self, rfc3339},
     proto,
-    store::entities::{api_key, device, device_group, location},
+    store::entities::{api_key, audit_event, device, device_group, location},
 };
 
 /// A device as operators see it; its status as of `now`.
@@ -85,5 +85,18 @@ pub fn api_key(m: &api_key::Model) -> proto::ApiKey {
         created_at: rfc3339(m.created_at),
         last_used_at: m.last_used_at.map(rfc3339),
         revoked_at: m.revoked_at.map(rfc3339),
+    }
+}
+
+pub fn audit_event(m: &audit_event::Model) -> proto::AuditEvent {
+    proto::AuditEvent {
+        id: m.id.to_string(),
+        action: m.action.clone(),
+        actor: m.actor.clone().unwrap_or_default(),
+        target_type: m.target_type.clone(),
+        target_id: m.target_id.map(|id| id.to_string()),
+        source_ip: m.source_ip.clone(),
+        count: m.count.max(0) as u32,
+        at: rfc3339(m.at),
     }
 }

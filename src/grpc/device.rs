@@ -50,6 +50,7 @@ impl DeviceService for DeviceApi {
                 .into());
             }
         };
+        let ip = source_ip(&req);
         let body = req.into_inner();
         let paired = pairing::pair(
             &self.app.core,
@@ -58,6 +59,7 @@ impl DeviceService for DeviceApi {
                 hardware_model: body.hardware_model,
                 serial_number: body.serial_number,
                 firmware_version: body.firmware_version,
+                source_ip: Some(ip),
             },
         )
         .await?;

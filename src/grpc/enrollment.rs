@@ -114,6 +114,7 @@ pub async fn enroll(app: &App, req: Request<proto::EnrollRequest>) -> Reply<prot
             .into());
         }
     };
+    let ip = super::source_ip(&req);
     let b = req.into_inner();
     let enrolled = enrollment::enroll(
         &app.core,
@@ -123,6 +124,7 @@ pub async fn enroll(app: &App, req: Request<proto::EnrollRequest>) -> Reply<prot
             hardware_model: b.hardware_model,
             name: b.name,
             firmware_version: b.firmware_version,
+            source_ip: Some(ip),
         },
     )
     .await?;

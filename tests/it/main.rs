@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod alerts;
 mod api_keys;
+mod audit;
 mod auth;
 mod blob_urls;
 mod captures;

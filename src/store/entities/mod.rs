@@ -188,3 +188,26 @@ pub mod device_tag {
     }
     no_relations!();
 }
+
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub org_id: Uuid,
+        /// `device.paired`, `api_key.created`, ... (see `core::audit`).
+        pub action: String,
+        /// Who: `api_key:<id>`, `device:<id>`, `enrollment_code:<id>`,
+        /// `provisioning_token:<id>`.
+        pub actor: Option<String>,
+        pub target_type: Option<String>,
+        pub target_id: Option<Uuid>,
+        pub source_ip: Option<String>,
+        /// Things the one event covers (devices of a batch).
+        pub count: i32,
+        pub at: DateTimeUtc,
+    }
+    no_relations!();
+}
