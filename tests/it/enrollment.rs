@@ -162,6 +162,15 @@ async fn a_spent_revoked_expired_or_unknown_code_is_401() {
         StatusCode::UNAUTHORIZED
     );
 
+    // Created already expired.
+    let (_, code) = new_code(
+        &s,
+        json!({"name": "past", "expires_at": "2001-01-01T00:00:00Z"}),
+    )
+    .await;
+    let a = enroll(&s, &code, "G0").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+
     let unknown = swrm::auth::secret::generate(swrm::auth::secret::SecretKind::EnrollmentCode);
     for code in [unknown.plaintext.as_str(), "swrm_ec_nope", ""] {
         let a = enroll(&s, code, "G").await;
@@ -207,7 +216,6 @@ async fn serial_patterns_and_repeated_serials() {
     for bad in [
         json!({"name": "p", "serial_pattern": "SN-("}),
         json!({"name": "p", "max_devices": 0}),
-        json!({"name": "p", "expires_at": "2001-01-01T00:00:00Z"}),
         json!({"name": "p", "expires_at": "tomorrow"}),
         json!({"name": " "}),
     ] {
