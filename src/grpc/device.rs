@@ -5,12 +5,11 @@ use std::sync::Arc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::{convert, credential, origin, source_ip};
+use super::{body_or_bearer, convert, credential, origin, source_ip};
 use crate::{
     app::App,
     auth::{Credential, require_device},
     core::{self, device_ops, ingest, pairing, rfc3339, sensor_types},
-    error::Error,
     proto::{self, device_service_server::DeviceService},
 };
 
@@ -31,25 +30,15 @@ impl DeviceService for DeviceApi {
     type StreamCommandsStream = BoxStream<proto::Command>;
 
     async fn pair(&self, req: Request<proto::PairRequest>) -> Reply<proto::PairResponse> {
-        let token = match (credential(&req), req.get_ref().provisioning_token.trim()) {
-            (_, body) if !body.is_empty() => body.to_owned(),
-            (Credential::ProvisioningToken(bearer), _) => bearer.clone(),
-            (Credential::Unverifiable, _) => {
-                return Err(Error::Unavailable(
-                    "cannot check credentials right now, retry shortly".into(),
-                )
-                .into());
-            }
-            (Credential::Rejected(why), _) => {
-                return Err(Error::Unauthenticated((*why).into()).into());
-            }
-            _ => {
-                return Err(Error::Unauthenticated(
-                    "provisioning_token is required (in the body or as the bearer token)".into(),
-                )
-                .into());
-            }
-        };
+        let token = body_or_bearer(
+            credential(&req),
+            &req.get_ref().provisioning_token,
+            |c| match c {
+                Credential::ProvisioningToken(t) => Some(t),
+                _ => None,
+            },
+            "provisioning_token",
+        )?;
         let ip = source_ip(&req);
         let body = req.into_inner();
         let paired = pairing::pair(

@@ -8,7 +8,6 @@ use crate::{
     app::App,
     auth::{Credential, require_read, require_write},
     core::{enrollment, page::PageRequest, rfc3339, validate},
-    error::Error,
     proto,
     store::entities::enrollment_code,
 };
@@ -95,25 +94,15 @@ pub async fn revoke_code(
 
 /// `POST /enroll`: the code from the body, else the bearer.
 pub async fn enroll(app: &App, req: Request<proto::EnrollRequest>) -> Reply<proto::PairResponse> {
-    let code = match (credential(&req), req.get_ref().enrollment_code.trim()) {
-        (_, body) if !body.is_empty() => body.to_owned(),
-        (Credential::EnrollmentCode(bearer), _) => bearer.clone(),
-        (Credential::Unverifiable, _) => {
-            return Err(Error::Unavailable(
-                "cannot check credentials right now, retry shortly".into(),
-            )
-            .into());
-        }
-        (Credential::Rejected(why), _) => {
-            return Err(Error::Unauthenticated((*why).into()).into());
-        }
-        _ => {
-            return Err(Error::Unauthenticated(
-                "enrollment_code is required (in the body or as the bearer token)".into(),
-            )
-            .into());
-        }
-    };
+    let code = super::body_or_bearer(
+        credential(&req),
+        &req.get_ref().enrollment_code,
+        |c| match c {
+            Credential::EnrollmentCode(code) => Some(code),
+            _ => None,
+        },
+        "enrollment_code",
+    )?;
     let ip = super::source_ip(&req);
     let b = req.into_inner();
     let enrolled = enrollment::enroll(

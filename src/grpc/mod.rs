@@ -43,6 +43,32 @@ pub(crate) fn source_ip<T>(req: &Request<T>) -> std::net::IpAddr {
         .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED.into())
 }
 
+/// The one-time secret `pair` and `enroll` take: from the body field
+/// `field`, else the bearer, if `bearer` finds the right kind there.
+pub(crate) fn body_or_bearer(
+    credential: &Credential,
+    body: &str,
+    bearer: impl Fn(&Credential) -> Option<&String>,
+    field: &str,
+) -> Result<String, crate::error::Error> {
+    use crate::error::Error;
+    if !body.trim().is_empty() {
+        return Ok(body.trim().to_owned());
+    }
+    if let Some(secret) = bearer(credential) {
+        return Ok(secret.clone());
+    }
+    Err(match credential {
+        Credential::Unverifiable => {
+            Error::Unavailable("cannot check credentials right now, retry shortly".into())
+        }
+        Credential::Rejected(why) => Error::Unauthenticated((*why).into()),
+        _ => Error::Unauthenticated(format!(
+            "{field} is required (in the body or as the bearer token)"
+        )),
+    })
+}
+
 pub(crate) fn origin<T>(req: &Request<T>) -> String {
     req.extensions()
         .get::<Origin>()
