@@ -9,6 +9,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod blob_urls;
+mod brute_force;
 mod captures;
 mod command_faults;
 mod commands;
