@@ -140,6 +140,18 @@ pub struct Limits {
     blocked: RwLock<HashMap<IpAddr, Instant>>,
 }
 
+/// A bucket's limiter, its policy noted in `policies` (`None` when off).
+fn bucket<K: Hash + Eq + Clone>(
+    policies: &mut Vec<Policy>,
+    name: &'static str,
+    rate: u32,
+    per: Duration,
+    burst: u32,
+) -> Option<Keyed<K>> {
+    policies.extend(Policy::new(name, rate, per, burst));
+    keyed(rate, per, burst)
+}
+
 fn keyed<K: Hash + Eq + Clone>(rate: u32, per: Duration, burst: u32) -> Option<Keyed<K>> {
     let rate = NonZeroU32::new(rate)?;
     let quota =
@@ -149,44 +161,47 @@ fn keyed<K: Hash + Eq + Clone>(rate: u32, per: Duration, burst: u32) -> Option<K
 
 impl Limits {
     pub fn new(c: &RateLimitConfig) -> Self {
-        let second = Duration::from_secs(1);
-        let minute = Duration::from_secs(60);
-        let policies = [
-            Policy::new("pairing", c.pair_rate_per_minute, minute, c.pair_burst),
-            Policy::new("device", c.device_rate_per_second, second, c.device_burst),
-            Policy::new(
+        let (second, minute) = (Duration::from_secs(1), Duration::from_secs(60));
+        let mut policies = Vec::new();
+        let p = &mut policies;
+        let (pairing, device, org_key, anonymous, failed_lookups) = (
+            bucket(p, "pairing", c.pair_rate_per_minute, minute, c.pair_burst),
+            bucket(
+                p,
+                "device",
+                c.device_rate_per_second,
+                second,
+                c.device_burst,
+            ),
+            bucket(
+                p,
                 "org_key",
                 c.org_key_rate_per_second,
                 second,
                 c.org_key_burst,
             ),
-            Policy::new(
+            bucket(
+                p,
                 "anonymous",
                 c.device_rate_per_second,
                 second,
                 c.device_burst,
             ),
-            Policy::new(
+            bucket(
+                p,
                 "failed_lookups",
                 c.device_rate_per_second,
                 second,
                 c.device_burst,
             ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        );
         Self {
             policies,
-            pairing: keyed(
-                c.pair_rate_per_minute,
-                Duration::from_secs(60),
-                c.pair_burst,
-            ),
-            device: keyed(c.device_rate_per_second, second, c.device_burst),
-            org_key: keyed(c.org_key_rate_per_second, second, c.org_key_burst),
-            anonymous: keyed(c.device_rate_per_second, second, c.device_burst),
-            failed_lookups: keyed(c.device_rate_per_second, second, c.device_burst),
+            pairing,
+            device,
+            org_key,
+            anonymous,
+            failed_lookups,
             blocked: RwLock::default(),
         }
     }

@@ -7,7 +7,7 @@ use sea_orm::{
 
 use super::{
     Core,
-    audit::{self, Action, Actor, Entry},
+    audit::{self, Action},
     new_id,
     page::PageRequest,
     validate,
@@ -49,14 +49,12 @@ pub async fn create(core: &Core, access: &OrgWrite, name: &str, role: &str) -> R
     })
     .exec_with_returning(tx.conn())
     .await?;
-    audit::record(
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::ApiKeyCreated,
-            Actor::of(access),
-            Some(("api_key", key.id)),
-        ),
+        access,
+        Action::ApiKeyCreated,
+        ("api_key", key.id),
     )
     .await?;
     tx.commit().await?;
@@ -124,14 +122,12 @@ pub async fn delete(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
         .filter(api_key::Column::OrgId.eq(tx.org_id()))
         .exec(tx.conn())
         .await?;
-    audit::record(
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::ApiKeyDeleted,
-            Actor::of(access),
-            Some(("api_key", key.id)),
-        ),
+        access,
+        Action::ApiKeyDeleted,
+        ("api_key", key.id),
     )
     .await?;
     tx.publish(Event::ApiKeyChanged { key_id: key.id }).await?;

@@ -98,6 +98,22 @@ impl Entry {
     }
 }
 
+/// Records what the API key behind `access` did to `target`, in `tx`.
+pub async fn by_key(
+    core: &Core,
+    tx: &OrgTx,
+    access: &OrgWrite,
+    action: Action,
+    target: (&'static str, Uuid),
+) -> Result<()> {
+    record(
+        core,
+        tx,
+        Entry::new(action, Actor::of(access), Some(target)),
+    )
+    .await
+}
+
 /// Writes `entry` in `tx`: it is kept if, and only if, the change commits.
 pub async fn record(core: &Core, tx: &OrgTx, entry: Entry) -> Result<()> {
     write(tx, core.clock.now(), entry).await

@@ -150,14 +150,10 @@ pub async fn insert(
         }
         // 16 and 8 parameters a row: a thousand rows stay under SQLite's
         // 32,766 bind parameters and PostgreSQL's 65,535.
-        device::Entity::insert_many(rows.iter().cloned().map(device::ActiveModel::from))
-            .exec(tx.conn())
-            .await?;
+        insert_rows(core, tx, &rows).await?;
         provisioning_token::Entity::insert_many(tokens)
             .exec(tx.conn())
             .await?;
-        super::device_tags::insert(tx, &rows).await?;
-        reach_deployments(core, tx, &rows).await?;
         out.extend(
             rows.into_iter()
                 .zip(plaintexts)
@@ -165,6 +161,16 @@ pub async fn insert(
         );
     }
     Ok(out)
+}
+
+/// Inserts new device rows (at most [`MAX_BATCH`]) with their tag rows, and
+/// queues them the deployments that already target them.
+pub async fn insert_rows(core: &Core, tx: &mut OrgTx, rows: &[device::Model]) -> Result<()> {
+    device::Entity::insert_many(rows.iter().cloned().map(device::ActiveModel::from))
+        .exec(tx.conn())
+        .await?;
+    super::device_tags::insert(tx, rows).await?;
+    reach_deployments(core, tx, rows).await
 }
 
 /// One audit event for a batch: the device when there is one, else how many.
@@ -264,7 +270,7 @@ async fn serials_are_new(tx: &OrgTx, checked: &[Checked], label: Label<'_>) -> R
 
 /// An organization, group or location deployment reaches new devices too.
 /// Most batches meet none: one query says so.
-pub async fn reach_deployments(core: &Core, tx: &mut OrgTx, rows: &[device::Model]) -> Result<()> {
+async fn reach_deployments(core: &Core, tx: &mut OrgTx, rows: &[device::Model]) -> Result<()> {
     if !super::models::deployments::any_active(tx).await? {
         return Ok(());
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Core,
-    audit::{self, Action, Actor, Entry},
+    audit::{self, Action},
     new_id,
     page::PageRequest,
     places, validate,
@@ -128,14 +128,12 @@ pub async fn new_provisioning_token(
     let tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
     let token = issue_provisioning_token(core, &tx, device.id).await?;
-    audit::record(
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::ProvisioningTokenIssued,
-            Actor::of(access),
-            Some(("device", device.id)),
-        ),
+        access,
+        Action::ProvisioningTokenIssued,
+        ("device", device.id),
     )
     .await?;
     tx.commit().await?;
@@ -419,12 +417,7 @@ pub async fn rotate_key(
     let now = core.clock.now();
     let live = device_key::Column::RevokedAt.is_null();
     if grace_seconds == 0 {
-        device_key::Entity::update_many()
-            .col_expr(device_key::Column::RevokedAt, now.into())
-            .filter(device_key::Column::DeviceId.eq(device.id))
-            .filter(live)
-            .exec(tx.conn())
-            .await?;
+        revoke_live_keys(&tx, device.id, now).await?;
     } else {
         let end = now + Duration::seconds(grace_seconds.into());
         device_key::Entity::update_many()
@@ -440,14 +433,12 @@ pub async fn rotate_key(
             .await?;
     }
     let key = insert_device_key(core.clock.now(), &tx, device.id).await?;
-    audit::record(
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::DeviceKeyRotated,
-            Actor::of(access),
-            Some(("device", device.id)),
-        ),
+        access,
+        Action::DeviceKeyRotated,
+        ("device", device.id),
     )
     .await?;
     tx.publish(Event::DeviceKeysChanged {
@@ -462,20 +453,13 @@ pub async fn rotate_key(
 pub async fn revoke_keys(core: &Core, access: &OrgWrite, id: &str) -> Result<(Uuid, u64)> {
     let mut tx = core.store.org_tx(access.org_id()).await?;
     let device = lock(&tx, id).await?;
-    let done = device_key::Entity::update_many()
-        .col_expr(device_key::Column::RevokedAt, core.clock.now().into())
-        .filter(device_key::Column::DeviceId.eq(device.id))
-        .filter(device_key::Column::RevokedAt.is_null())
-        .exec(tx.conn())
-        .await?;
-    audit::record(
+    let revoked = revoke_live_keys(&tx, device.id, core.clock.now()).await?;
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::DeviceKeyRevoked,
-            Actor::of(access),
-            Some(("device", device.id)),
-        ),
+        access,
+        Action::DeviceKeyRevoked,
+        ("device", device.id),
     )
     .await?;
     tx.publish(Event::DeviceKeysChanged {
@@ -483,7 +467,20 @@ pub async fn revoke_keys(core: &Core, access: &OrgWrite, id: &str) -> Result<(Uu
     })
     .await?;
     tx.commit().await?;
-    Ok((device.id, done.rows_affected))
+    Ok((device.id, revoked))
+}
+
+/// Revokes the device's live keys at `now` (pairing, enrollment, rotation
+/// without grace, revocation); answers how many. The caller has locked the
+/// device and publishes `DeviceKeysChanged`.
+pub async fn revoke_live_keys(tx: &OrgTx, device_id: Uuid, now: DateTime<Utc>) -> Result<u64> {
+    let done = device_key::Entity::update_many()
+        .col_expr(device_key::Column::RevokedAt, Some(now).into())
+        .filter(device_key::Column::DeviceId.eq(device_id))
+        .filter(device_key::Column::RevokedAt.is_null())
+        .exec(tx.conn())
+        .await?;
+    Ok(done.rows_affected)
 }
 
 #[cfg(test)]

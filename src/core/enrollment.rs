@@ -32,7 +32,7 @@ use crate::{
     error::{Error, Result},
     store::{
         OrgTx,
-        entities::{device, device_key, enrollment_code, organization},
+        entities::{device, enrollment_code, organization},
     },
 };
 
@@ -111,14 +111,12 @@ pub async fn create(core: &Core, access: &OrgWrite, input: NewCode) -> Result<Cr
     })
     .exec_with_returning(tx.conn())
     .await?;
-    audit::record(
+    audit::by_key(
         core,
         &tx,
-        Entry::new(
-            Action::EnrollmentCodeCreated,
-            Actor::of(access),
-            Some(("enrollment_code", code.id)),
-        ),
+        access,
+        Action::EnrollmentCodeCreated,
+        ("enrollment_code", code.id),
     )
     .await?;
     tx.commit().await?;
@@ -185,14 +183,12 @@ pub async fn revoke(core: &Core, access: &OrgWrite, id: &str) -> Result<()> {
     let id = validate::path_id("enrollment code", id)?;
     let tx = core.store.org_tx(access.org_id()).await?;
     if find(&tx, id).await?.revoked_at.is_none() {
-        audit::record(
+        audit::by_key(
             core,
             &tx,
-            Entry::new(
-                Action::EnrollmentCodeRevoked,
-                Actor::of(access),
-                Some(("enrollment_code", id)),
-            ),
+            access,
+            Action::EnrollmentCodeRevoked,
+            ("enrollment_code", id),
         )
         .await?;
     }
@@ -281,12 +277,7 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
         }
         Some(existing) => {
             let device = devices::lock_by_id(&tx, existing).await?;
-            device_key::Entity::update_many()
-                .col_expr(device_key::Column::RevokedAt, Some(now).into())
-                .filter(device_key::Column::DeviceId.eq(device.id))
-                .filter(device_key::Column::RevokedAt.is_null())
-                .exec(tx.conn())
-                .await?;
+            devices::revoke_live_keys(&tx, device.id, now).await?;
             let mut active: device::ActiveModel = device.into();
             if let Some(h) = hardware_model {
                 active.hardware_model = Set(Some(h));
@@ -317,11 +308,7 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
             row.group_id = code.group_id;
             row.location_id = code.location_id;
             row.tags = code.tags.clone();
-            device::Entity::insert(device::ActiveModel::from(row.clone()))
-                .exec(tx.conn())
-                .await?;
-            super::device_tags::insert(&tx, std::slice::from_ref(&row)).await?;
-            device_batch::reach_deployments(core, &mut tx, std::slice::from_ref(&row)).await?;
+            device_batch::insert_rows(core, &mut tx, std::slice::from_ref(&row)).await?;
             row
         }
     };

@@ -17,7 +17,7 @@ use crate::{
     error::{Error, Result},
     store::{
         OrgTx, Store,
-        entities::{device, device_key, provisioning_token},
+        entities::{device, provisioning_token},
     },
 };
 
@@ -52,7 +52,7 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
             "firmware_version",
             input.firmware_version.as_deref(),
         )?,
-        source_ip: None,
+        source_ip: input.source_ip,
         token: {
             let hash = secret::hash(&input.token);
             core.count_auth_lookup();
@@ -62,10 +62,6 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
                 .await?
                 .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?
         },
-    };
-    let claim = Claim {
-        source_ip: input.source_ip,
-        ..claim
     };
     core.pairings.submit(claim).await
 }
@@ -228,12 +224,7 @@ async fn pair_in(now: DateTime<Utc>, tx: &mut OrgTx, claim: &Claim) -> Result<Pa
     }
 
     // A re-paired device (new SD card, factory reset) keeps one live key.
-    device_key::Entity::update_many()
-        .col_expr(device_key::Column::RevokedAt, Some(now).into())
-        .filter(device_key::Column::DeviceId.eq(device.id))
-        .filter(device_key::Column::RevokedAt.is_null())
-        .exec(tx.conn())
-        .await?;
+    devices::revoke_live_keys(tx, device.id, now).await?;
     let api_key = devices::insert_device_key(now, tx, device.id).await?;
 
     let mut active: device::ActiveModel = device.clone().into();
