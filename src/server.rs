@@ -37,6 +37,8 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const HTTP2_MAX_STREAMS: u32 = 256;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections over the cap answered 429 at once; more are closed unanswered.
+const TURNING_AWAY: usize = 1024;
 
 pub async fn run(
     router: Router,
@@ -47,6 +49,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let turning_away = Arc::new(Semaphore::new(TURNING_AWAY));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -76,11 +79,16 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        // Over the cap, the connection is told so and closed at once: a
-        // flood of connections costs a few bytes each, never a task and
-        // buffers each.
+        // Over the cap, the connection is told so and closed: a short task
+        // (a second at most) with a 1 KiB buffer, and past [`TURNING_AWAY`]
+        // of those it is closed unanswered, so a flood stays bounded.
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            tokio::spawn(turn_away(stream));
+            if let Ok(turning) = turning_away.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    turn_away(stream).await;
+                    drop(turning);
+                });
+            }
             continue;
         };
         // Set by the first request. hyper's header timeout starts only once

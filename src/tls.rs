@@ -42,7 +42,7 @@ pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
     /// The acceptor of new connections and the file contents it was built from.
-    current: RwLock<(TlsAcceptor, Vec<u8>)>,
+    current: RwLock<(TlsAcceptor, Pem)>,
 }
 
 impl Tls {
@@ -51,7 +51,8 @@ impl Tls {
         let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
             return Ok(None);
         };
-        let (acceptor, read) = load(cert, key)?;
+        let read = contents(cert, key)?;
+        let acceptor = acceptor(cert, key, &read)?;
         Ok(Some(Arc::new(Self {
             cert: cert.clone(),
             key: key.clone(),
@@ -71,7 +72,7 @@ impl Tls {
         if self.current.read().expect("tls lock").1 == read {
             return Ok(false);
         }
-        let (acceptor, read) = load(&self.cert, &self.key)?;
+        let acceptor = acceptor(&self.cert, &self.key, &read)?;
         *self.current.write().expect("tls lock") = (acceptor, read);
         Ok(true)
     }
@@ -132,10 +133,14 @@ async fn next_hangup(_: &mut Hangups) {
     std::future::pending().await
 }
 
-fn contents(cert: &Path, key: &Path) -> std::io::Result<Vec<u8>> {
-    let mut read = std::fs::read(cert).map_err(|e| named(cert, e))?;
-    read.extend(std::fs::read(key).map_err(|e| named(key, e))?);
-    Ok(read)
+/// The certificate chain's and the key's files, as read.
+type Pem = (Vec<u8>, Vec<u8>);
+
+fn contents(cert: &Path, key: &Path) -> std::io::Result<Pem> {
+    Ok((
+        std::fs::read(cert).map_err(|e| named(cert, e))?,
+        std::fs::read(key).map_err(|e| named(key, e))?,
+    ))
 }
 
 fn named(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
@@ -145,16 +150,16 @@ fn named(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
     )
 }
 
-/// An acceptor for the files, offering HTTP/2 then HTTP/1.1 by ALPN.
-fn load(cert: &Path, key: &Path) -> std::io::Result<(TlsAcceptor, Vec<u8>)> {
-    let read = contents(cert, key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
+/// An acceptor for the files read (`cert` and `key` name them in errors),
+/// offering HTTP/2 then HTTP/1.1 by ALPN.
+fn acceptor(cert: &Path, key: &Path, (chain, private): &Pem) -> std::io::Result<TlsAcceptor> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<_, _>>()
         .map_err(|e| named(cert, e))?;
     if chain.is_empty() {
         return Err(named(cert, "no PEM certificate in the file"));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, e))?;
+    let private = PrivateKeyDer::from_pem_slice(private).map_err(|e| named(key, e))?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| named(cert, e))?
@@ -162,5 +167,5 @@ fn load(cert: &Path, key: &Path) -> std::io::Result<(TlsAcceptor, Vec<u8>)> {
         .with_single_cert(chain, private)
         .map_err(|e| named(key, format!("does not fit the certificate: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), read))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
