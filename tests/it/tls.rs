@@ -10,12 +10,12 @@ use swrm::proto;
 use tokio_rustls::rustls::{self, crypto::ring, pki_types::CertificateDer};
 
 /// A self-signed certificate for `localhost`: (certificate PEM, key PEM).
-fn certificate() -> (String, String) {
+pub(crate) fn certificate() -> (String, String) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
     (made.cert.pem(), made.key_pair.serialize_pem())
 }
 
-fn write_pair(dir: &Path, (cert, key): &(String, String)) {
+pub(crate) fn write_pair(dir: &Path, (cert, key): &(String, String)) {
     // Written beside, then renamed: the server never reads half a file.
     for (name, pem) in [("cert.pem", cert), ("key.pem", key)] {
         let tmp = dir.join(format!("{name}.tmp"));
