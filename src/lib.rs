@@ -91,6 +91,7 @@ pub async fn serve(
         tokio::spawn(core::alerts::offline_loop(app.core.clone())),
         tokio::spawn(core::webhooks::delivery_loop(app.core.clone())),
         tokio::spawn(core::audit::retention_loop(app.core.clone())),
+        tokio::spawn(core::audit_tally::flush_loop(app.core.clone())),
         tokio::spawn(core::blobs::sweep_loop(
             app.core.clone(),
             std::time::Duration::from_secs(app.config.blobs.sweep_interval_seconds.into()),
@@ -134,6 +135,9 @@ pub async fn serve(
     let _ = liveness.await;
     if let Err(e) = core.liveness.flush(&core).await {
         tracing::warn!(error = %e, "heartbeats of the last second not recorded");
+    }
+    if let Err(e) = core.audit_tally.flush(&core).await {
+        tracing::warn!(error = %e, "the last minute's denials and failures not recorded");
     }
     pruner.abort();
     stop_listening.cancel();

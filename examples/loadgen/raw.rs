@@ -25,6 +25,12 @@ pub async fn insert_rows(
         if db.get_database_backend() == DatabaseBackend::Postgres {
             let pool = db.get_postgres_connection_pool();
             let mut conn = pool.acquire().await?;
+            // Row security admits the organization the transaction names.
+            sea_orm::sqlx::query("BEGIN").execute(&mut *conn).await?;
+            sea_orm::sqlx::query("SELECT set_config('swrm.org_id', $1, true)")
+                .bind(org_id.to_string())
+                .execute(&mut *conn)
+                .await?;
             let mut copy = conn
                 .copy_in_raw(
                     "COPY readings (org_id, device_id, sensor_type, value, ts_ms, received_ms) FROM STDIN",
@@ -39,6 +45,7 @@ pub async fn insert_rows(
             }
             copy.send(text.as_bytes()).await?;
             copy.finish().await?;
+            sea_orm::sqlx::query("COMMIT").execute(&mut *conn).await?;
         } else {
             let tx = db.begin().await?;
             for chunk in (0..batch).collect::<Vec<_>>().chunks(1000) {

@@ -13,6 +13,10 @@ mod m20261126_000006_fleet;
 mod m20261126_000007_enrollment;
 mod m20261126_000008_device_search;
 mod m20261126_000009_audit;
+mod m20261126_000010_row_security;
+mod m20261126_000011_audit_detail;
+
+pub use m20261126_000010_row_security::APP_ROLE;
 
 pub struct Migrator;
 
@@ -30,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_enrollment::Migration),
             Box::new(m20261126_000008_device_search::Migration),
             Box::new(m20261126_000009_audit::Migration),
+            Box::new(m20261126_000010_row_security::Migration),
+            Box::new(m20261126_000011_audit_detail::Migration),
         ]
     }
 }

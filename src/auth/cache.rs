@@ -31,7 +31,8 @@ use std::{
 };
 use uuid::Uuid;
 
-use super::Credential;
+use super::{Credential, Refusal};
+use crate::core::audit::Actor;
 use crate::metrics::Metrics;
 
 /// An unknown key stays unknown (secrets are random), but a key created a
@@ -52,8 +53,17 @@ struct Entry {
     stale_at: Instant,
 }
 
+/// A cached key past its own end (a rotated key's grace).
+fn expired(credential: &Credential) -> Refusal {
+    const WHY: &str = "device key revoked or expired";
+    match credential {
+        Credential::Device(d) => Refusal::of(WHY, d.org_id, Actor::DeviceKey(d.key_id)),
+        _ => Refusal::unknown(WHY),
+    }
+}
+
 struct Rejection {
-    reason: &'static str,
+    refusal: Refusal,
     cached_at: Instant,
 }
 
@@ -110,7 +120,7 @@ impl KeyCache {
             if Instant::now() >= entry.stale_at {
                 None
             } else if entry.key_expires_at.is_some_and(|end| now >= end) {
-                Some(Credential::Rejected("device key revoked or expired"))
+                Some(Credential::Rejected(expired(&entry.credential)))
             } else {
                 Some(entry.credential.clone())
             }
@@ -119,7 +129,7 @@ impl KeyCache {
                 .rejected
                 .get(digest)
                 .filter(|r| r.cached_at.elapsed() < REJECTED_TTL)
-                .map(|r| Credential::Rejected(r.reason))
+                .map(|r| Credential::Rejected(r.refusal))
         };
         drop(inner);
         match found {
@@ -147,7 +157,7 @@ impl KeyCache {
             return;
         }
         let cached_at = Instant::now();
-        if let Credential::Rejected(reason) = credential {
+        if let Credential::Rejected(refusal) = credential {
             if inner.rejected.len() >= self.max_rejected {
                 // Forged keys only ever push out other rejections.
                 let dropped = inner.rejected.len();
@@ -156,7 +166,7 @@ impl KeyCache {
             }
             inner
                 .rejected
-                .insert(digest, Rejection { reason, cached_at });
+                .insert(digest, Rejection { refusal, cached_at });
             return;
         }
         let Some(owner) = owner(&credential) else {
@@ -343,7 +353,7 @@ mod tests {
             cache.put(
                 cache.generation(),
                 forged,
-                Credential::Rejected("unknown device key"),
+                Credential::Rejected(Refusal::unknown("unknown device key")),
                 None,
             );
         }

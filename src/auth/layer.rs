@@ -16,17 +16,18 @@ use std::{
 };
 
 use super::{
-    Credential, DevicePrincipal, OrgKeyPrincipal, Role, SourceIp,
+    Credential, DevicePrincipal, OrgKeyPrincipal, Refusal, Role, SourceIp,
     cache::Digest,
     secret::{self, SecretKind},
 };
 use crate::{
     app::App,
+    core::audit::Actor,
     error::{Error, HTTP_STATUS_HINT, Result},
     grpc::Origin,
     limits::Bucket,
     metrics::{RequestLabels, RouteLabels, Transport},
-    store::entities::{api_key, device_key},
+    store::entities::api_key,
 };
 
 pub async fn authenticate(
@@ -77,6 +78,7 @@ pub async fn authenticate(
         },
     };
     let principal = credential.log_id();
+    let audited = Audited::of(&credential);
 
     let bucket = bucket_for(&path, &credential, client_ip);
     if let Err(retry_after_secs) = app.limits.check(bucket) {
@@ -119,7 +121,61 @@ pub async fn authenticate(
         "request"
     );
     measured(&response);
+    audited.count(&app, &response, client_ip, || {
+        if is_grpc {
+            route.to_owned()
+        } else {
+            format!("{method} {route}")
+        }
+    });
     response
+}
+
+/// What a refusal of this request would be counted against in the audit
+/// trail (`core::audit_tally`).
+enum Audited {
+    /// A valid key: a 403 is a role denial.
+    Key(uuid::Uuid, Actor),
+    /// A refused credential: a 401 is an authentication failure.
+    Refused(Refusal),
+    Nothing,
+}
+
+impl Audited {
+    fn of(credential: &Credential) -> Self {
+        match credential {
+            Credential::OrgKey(k) => Audited::Key(k.org_id, Actor::ApiKey(k.key_id)),
+            Credential::Device(d) => Audited::Key(d.org_id, Actor::DeviceKey(d.key_id)),
+            Credential::Rejected(r) => Audited::Refused(*r),
+            _ => Audited::Nothing,
+        }
+    }
+
+    fn count(
+        &self,
+        app: &App,
+        response: &Response,
+        ip: IpAddr,
+        operation: impl FnOnce() -> String,
+    ) {
+        let grpc_code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(tonic::Code::from_i32);
+        let status = response.status();
+        let denied = status == http::StatusCode::FORBIDDEN
+            || grpc_code == Some(tonic::Code::PermissionDenied);
+        let unauthenticated = status == http::StatusCode::UNAUTHORIZED
+            || grpc_code == Some(tonic::Code::Unauthenticated);
+        let tally = &app.core.audit_tally;
+        match self {
+            Audited::Key(org, actor) if denied => tally.role_denied(*org, *actor, ip, operation()),
+            Audited::Refused(r) if unauthenticated => tally.auth_failed(r.owner, ip, r.why),
+            _ => {}
+        }
+    }
 }
 
 /// Counts the answer and its latency under bounded labels.
@@ -273,7 +329,9 @@ fn origin_of(req: &Request, from_trusted_proxy: bool) -> String {
 /// draw on it.
 pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     let Some(kind) = secret::parse(token) else {
-        return Ok(Credential::Rejected("malformed credential"));
+        return Ok(Credential::Rejected(Refusal::unknown(
+            "malformed credential",
+        )));
     };
     match kind {
         SecretKind::ProvisioningToken => {
@@ -297,10 +355,7 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
     let generation = app.keys.generation();
     app.core.count_auth_lookup();
     let (credential, expires_at) = if kind == SecretKind::DeviceKey {
-        let found = device_key::Entity::find()
-            .filter(device_key::Column::SecretHash.eq(&hash))
-            .one(app.core.store.unscoped())
-            .await?;
+        let found = app.core.store.device_key_by_hash(&hash).await?;
         match found {
             Some(k) if k.revoked_at.is_none() && k.expires_at.is_none_or(|end| now < end) => (
                 Credential::Device(DevicePrincipal {
@@ -310,26 +365,28 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
                 }),
                 k.expires_at,
             ),
-            Some(_) => (Credential::Rejected("device key revoked or expired"), None),
-            None => (Credential::Rejected("unknown device key"), None),
+            Some(k) => (
+                Credential::Rejected(Refusal::of(
+                    "device key revoked or expired",
+                    k.org_id,
+                    Actor::DeviceKey(k.id),
+                )),
+                None,
+            ),
+            None => (
+                Credential::Rejected(Refusal::unknown("unknown device key")),
+                None,
+            ),
         }
     } else {
-        let found = api_key::Entity::find()
-            .filter(api_key::Column::SecretHash.eq(&hash))
-            .one(app.core.store.unscoped())
-            .await?;
+        let found = app.core.store.api_key_by_hash(&hash).await?;
         match found {
             Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
                 Some(role) => {
                     // "Last used" costs a write only on a cache miss (at most
                     // once a minute per key, `cache::API_KEY_TTL`), never on the hot path.
                     // Best effort: a busy database must not fail a valid key.
-                    if let Err(e) = api_key::Entity::update_many()
-                        .col_expr(api_key::Column::LastUsedAt, Some(now).into())
-                        .filter(api_key::Column::Id.eq(k.id))
-                        .exec(app.core.store.unscoped())
-                        .await
-                    {
+                    if let Err(e) = record_last_use(&app.core.store, &k, now).await {
                         tracing::warn!(error = %e, key_id = %k.id, "could not record last use");
                     }
                     (
@@ -341,10 +398,27 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
                         None,
                     )
                 }
-                None => (Credential::Rejected("API key has an unknown role"), None),
+                None => (
+                    Credential::Rejected(Refusal::of(
+                        "API key has an unknown role",
+                        k.org_id,
+                        Actor::ApiKey(k.id),
+                    )),
+                    None,
+                ),
             },
-            Some(_) => (Credential::Rejected("API key revoked"), None),
-            None => (Credential::Rejected("unknown API key"), None),
+            Some(k) => (
+                Credential::Rejected(Refusal::of(
+                    "API key revoked",
+                    k.org_id,
+                    Actor::ApiKey(k.id),
+                )),
+                None,
+            ),
+            None => (
+                Credential::Rejected(Refusal::unknown("unknown API key")),
+                None,
+            ),
         }
     };
     app.keys
@@ -355,6 +429,21 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
         })?;
     }
     Ok(credential)
+}
+
+/// Stamps the key's `last_used_at`, in its organization's scope.
+async fn record_last_use(
+    store: &crate::store::Store,
+    key: &api_key::Model,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let tx = store.org_tx(key.org_id).await?;
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::LastUsedAt, Some(now).into())
+        .filter(api_key::Column::Id.eq(key.id))
+        .exec(tx.conn())
+        .await?;
+    tx.commit().await
 }
 
 fn too_many_failures(retry_after_secs: u64, policy: Option<crate::limits::Policy>) -> Error {

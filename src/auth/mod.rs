@@ -56,6 +56,29 @@ pub struct OrgKeyPrincipal {
     pub role: Role,
 }
 
+/// Why a credential was refused, and whose it was when it named a key
+/// that exists (revoked or expired): the audit trail counts those against
+/// the organization (`core::audit_tally`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub why: &'static str,
+    pub owner: Option<(Uuid, crate::core::audit::Actor)>,
+}
+
+impl Refusal {
+    /// A secret that matches no key.
+    pub const fn unknown(why: &'static str) -> Self {
+        Self { why, owner: None }
+    }
+
+    pub const fn of(why: &'static str, org_id: Uuid, actor: crate::core::audit::Actor) -> Self {
+        Self {
+            why,
+            owner: Some((org_id, actor)),
+        }
+    }
+}
+
 /// What the auth layer found on a request. Its `Debug` never shows a secret.
 #[derive(Clone)]
 pub enum Credential {
@@ -67,7 +90,7 @@ pub enum Credential {
     /// Well-formed `swrm_ec_` bearer; checked by `enroll` itself.
     EnrollmentCode(String),
     /// Malformed, unknown, expired or revoked: the reason for the 401.
-    Rejected(&'static str),
+    Rejected(Refusal),
     /// The credential could not be checked (database down): 503, never 401,
     /// so a device does not throw away a key that may still be good.
     Unverifiable,
@@ -81,7 +104,7 @@ impl std::fmt::Debug for Credential {
             Credential::OrgKey(k) => f.debug_tuple("OrgKey").field(k).finish(),
             Credential::ProvisioningToken(_) => f.write_str("ProvisioningToken(<redacted>)"),
             Credential::EnrollmentCode(_) => f.write_str("EnrollmentCode(<redacted>)"),
-            Credential::Rejected(why) => f.debug_tuple("Rejected").field(why).finish(),
+            Credential::Rejected(r) => f.debug_tuple("Rejected").field(&r.why).finish(),
             Credential::Unverifiable => f.write_str("Unverifiable"),
         }
     }
@@ -157,7 +180,7 @@ fn unauthenticated(credential: &Credential) -> Error {
     Error::Unauthenticated(
         match credential {
             Credential::None => "missing bearer token (Authorization: Bearer <key>)",
-            Credential::Rejected(why) => why,
+            Credential::Rejected(r) => r.why,
             Credential::ProvisioningToken(_) | Credential::EnrollmentCode(_) => {
                 "this route takes a device key or an organization API key, not a provisioning token or enrollment code"
             }

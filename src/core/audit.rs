@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// What happened. The strings are the `action` values of the API.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     DevicesCreated,
     ProvisioningTokenIssued,
@@ -29,6 +29,10 @@ pub enum Action {
     ApiKeyDeleted,
     EnrollmentCodeCreated,
     EnrollmentCodeRevoked,
+    /// A valid key was refused an operation (403); counted, see `audit_tally`.
+    RoleDenied,
+    /// A known credential that no longer works was presented (401); counted.
+    AuthFailed,
 }
 
 impl Action {
@@ -45,13 +49,17 @@ impl Action {
             Action::ApiKeyDeleted => "api_key.deleted",
             Action::EnrollmentCodeCreated => "enrollment_code.created",
             Action::EnrollmentCodeRevoked => "enrollment_code.revoked",
+            Action::RoleDenied => "auth.role_denied",
+            Action::AuthFailed => "auth.failed",
         }
     }
 }
 
 /// Who acted: a credential, named by kind and id (never its secret).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Actor {
     ApiKey(Uuid),
+    DeviceKey(Uuid),
     ProvisioningToken(Uuid),
     EnrollmentCode(Uuid),
 }
@@ -62,10 +70,11 @@ impl Actor {
         Actor::ApiKey(access.key_id())
     }
 
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Actor::ApiKey(id) if id.is_nil() => "operator".into(),
             Actor::ApiKey(id) => format!("api_key:{id}"),
+            Actor::DeviceKey(id) => format!("device_key:{id}"),
             Actor::ProvisioningToken(id) => format!("provisioning_token:{id}"),
             Actor::EnrollmentCode(id) => format!("enrollment_code:{id}"),
         }
@@ -79,6 +88,7 @@ pub struct Entry {
     pub target: Option<(&'static str, Uuid)>,
     pub source_ip: Option<IpAddr>,
     pub count: i32,
+    pub detail: Option<String>,
 }
 
 impl Entry {
@@ -89,6 +99,7 @@ impl Entry {
             target,
             source_ip: None,
             count: 1,
+            detail: None,
         }
     }
 
@@ -134,6 +145,7 @@ pub(crate) async fn write(
         source_ip: Set(entry.source_ip.map(|ip| ip.to_canonical().to_string())),
         count: Set(entry.count),
         at: Set(at),
+        detail: Set(entry.detail),
     })
     .exec(tx.conn())
     .await?;
@@ -178,11 +190,7 @@ pub async fn list(
 pub async fn purge(core: &Core) -> Result<u64> {
     let cutoff = core.clock.now()
         - Duration::from_std(core.settings.audit_retention).unwrap_or(Duration::MAX);
-    let done = audit_event::Entity::delete_many()
-        .filter(audit_event::Column::At.lt(cutoff))
-        .exec(core.store.unscoped())
-        .await?;
-    Ok(done.rows_affected)
+    core.store.purge_audit_events(cutoff).await
 }
 
 /// Purges once an hour until shutdown.

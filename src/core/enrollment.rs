@@ -236,12 +236,48 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
     };
 
     core.count_auth_lookup();
-    let found = enrollment_code::Entity::find()
-        .filter(enrollment_code::Column::SecretHash.eq(secret::hash(&input.code)))
-        .one(core.store.unscoped())
+    let found = core
+        .store
+        .enrollment_code_by_hash(&secret::hash(&input.code))
         .await?
         .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?;
+    let checked = Checked {
+        serial,
+        hardware_model,
+        firmware_version,
+        name,
+        source_ip: input.source_ip,
+    };
+    let answer = enroll_with(core, &found, checked).await;
+    // A code that exists but no longer works: counted in the audit trail.
+    if let (Err(Error::Unauthenticated(why)), Some(ip)) = (&answer, input.source_ip) {
+        let owner = (found.org_id, Actor::EnrollmentCode(found.id));
+        core.audit_tally.auth_failed(Some(owner), ip, why);
+    }
+    answer
+}
 
+/// An enrollment's fields, validated.
+struct Checked {
+    serial: String,
+    hardware_model: Option<String>,
+    firmware_version: Option<String>,
+    name: Option<String>,
+    source_ip: Option<std::net::IpAddr>,
+}
+
+async fn enroll_with(
+    core: &Core,
+    found: &enrollment_code::Model,
+    input: Checked,
+) -> Result<Paired> {
+    let Checked {
+        serial,
+        hardware_model,
+        firmware_version,
+        name,
+        source_ip,
+    } = input;
     let now = core.clock.now();
     let mut tx = core.store.org_tx(found.org_id).await?;
     // Enrollments of one organization run one at a time.
@@ -326,7 +362,7 @@ pub async fn enroll(core: &Core, input: EnrollInput) -> Result<Paired> {
             Actor::EnrollmentCode(code.id),
             Some(("device", enrolled.id)),
         )
-        .from_ip(input.source_ip),
+        .from_ip(source_ip),
     )
     .await?;
     tx.publish(Event::DeviceKeysChanged {

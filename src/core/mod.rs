@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod audit;
+pub mod audit_tally;
 pub mod blob_upload;
 pub mod blobs;
 pub mod captures;
@@ -49,6 +50,8 @@ pub struct Core {
     pub writer: writer::Writer,
     /// Heartbeats not yet flushed (see [`liveness`]).
     pub liveness: liveness::LivenessTable,
+    /// Role denials and authentication failures, counted per minute.
+    pub audit_tally: audit_tally::AuditTally,
     /// Group-commits pairings (see [`pairing::Pairings`]).
     pub pairings: pairing::Pairings,
     /// Built-in and organization sensor types, in memory per organization.
@@ -115,6 +118,7 @@ impl Core {
             bus: store.bus().clone(),
             writer: writer::Writer::spawn(store.clone(), metrics.clone()),
             liveness: liveness::LivenessTable::default(),
+            audit_tally: audit_tally::AuditTally::default(),
             pairings: pairing::Pairings::new(
                 store.clone(),
                 clock.clone(),

@@ -1,13 +1,13 @@
 //! Organizations and their API keys.
 
 use chrono::Utc;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, EntityTrait, SqlErr};
 use uuid::Uuid;
 
-use super::{new_id, validate};
+use super::{
+    audit::{self, Action, Actor, Entry},
+    new_id, validate,
+};
 use crate::{
     auth::{Role, secret},
     error::{Error, Result},
@@ -28,28 +28,31 @@ pub struct NewOrg {
 /// Creates an organization with an owner API key.
 pub async fn create_org(store: &Store, name: &str) -> Result<NewOrg> {
     let name = validate::name("name", name)?;
-    let tx = store.unscoped().begin().await?;
-    let taken = organization::Entity::find()
-        .filter(organization::Column::Name.eq(&name))
-        .count(&tx)
-        .await?;
-    if taken > 0 {
-        return Err(Error::AlreadyExists(format!(
-            "an organization named {name:?} already exists"
-        )));
-    }
     let org_id = new_id();
     let now = Utc::now();
-    organization::Entity::insert(organization::ActiveModel {
+    // Scoped to the organization it creates: row security admits its rows
+    // and no other's. A taken name is the unique index's answer (another
+    // organization's row is not visible to ask).
+    let tx = store.org_tx(org_id).await?;
+    let created = organization::Entity::insert(organization::ActiveModel {
         id: Set(org_id),
-        name: Set(name),
+        name: Set(name.clone()),
         created_at: Set(now),
     })
-    .exec(&tx)
-    .await?;
+    .exec_without_returning(tx.conn())
+    .await;
+    if let Err(e) = created {
+        if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            return Err(Error::AlreadyExists(format!(
+                "an organization named {name:?} already exists"
+            )));
+        }
+        return Err(e.into());
+    }
     let key = secret::generate(secret::SecretKind::ApiKey);
+    let key_id = new_id();
     api_key::Entity::insert(api_key::ActiveModel {
-        id: Set(new_id()),
+        id: Set(key_id),
         org_id: Set(org_id),
         name: Set("owner".into()),
         role: Set(Role::Owner.as_str().into()),
@@ -59,8 +62,16 @@ pub async fn create_org(store: &Store, name: &str) -> Result<NewOrg> {
         last_used_at: Set(None),
         revoked_at: Set(None),
     })
-    .exec(&tx)
+    .exec_without_returning(tx.conn())
     .await?;
+    // The first key of an organization is the operator's doing (first
+    // start, or `swrm admin create-org`).
+    let entry = Entry::new(
+        Action::ApiKeyCreated,
+        Actor::ApiKey(Uuid::nil()),
+        Some(("api_key", key_id)),
+    );
+    audit::write(&tx, now, entry).await?;
     tx.commit().await?;
     Ok(NewOrg {
         org_id,
@@ -71,7 +82,7 @@ pub async fn create_org(store: &Store, name: &str) -> Result<NewOrg> {
 /// On an empty database, creates organization `default` and returns its
 /// owner key (to print once). Returns `None` when any organization exists.
 pub async fn ensure_default_org(store: &Store) -> Result<Option<NewOrg>> {
-    if organization::Entity::find().count(store.unscoped()).await? > 0 {
+    if !store.organization_ids(1).await?.is_empty() {
         return Ok(None);
     }
     match create_org(store, DEFAULT_ORG).await {
@@ -83,21 +94,20 @@ pub async fn ensure_default_org(store: &Store) -> Result<Option<NewOrg>> {
 }
 
 pub async fn get_org(store: &Store, org_id: Uuid) -> Result<organization::Model> {
-    organization::Entity::find_by_id(org_id)
-        .one(store.unscoped())
+    let tx = store.org_read(org_id).await?;
+    let org = organization::Entity::find_by_id(org_id)
+        .one(tx.conn())
         .await?
-        .ok_or_else(|| Error::not_found("organization"))
+        .ok_or_else(|| Error::not_found("organization"))?;
+    tx.commit().await?;
+    Ok(org)
 }
 
 /// The organization, when the database holds exactly one (the command
 /// line's default).
 pub async fn the_only_org(store: &Store) -> Result<Uuid> {
-    let orgs = organization::Entity::find()
-        .limit(2)
-        .all(store.unscoped())
-        .await?;
-    match orgs.as_slice() {
-        [org] => Ok(org.id),
+    match store.organization_ids(2).await?.as_slice() {
+        [org] => Ok(*org),
         [] => Err(Error::NotFound("the database holds no organization".into())),
         _ => Err(Error::invalid(
             "the database holds several organizations: pass --org ORG_ID",

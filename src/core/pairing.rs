@@ -56,14 +56,21 @@ pub async fn pair(core: &Core, input: PairInput) -> Result<Paired> {
         token: {
             let hash = secret::hash(&input.token);
             core.count_auth_lookup();
-            provisioning_token::Entity::find()
-                .filter(provisioning_token::Column::SecretHash.eq(&hash))
-                .one(core.store.unscoped())
+            core.store
+                .provisioning_token_by_hash(&hash)
                 .await?
                 .ok_or_else(|| Error::Unauthenticated(REJECTED.into()))?
         },
     };
-    core.pairings.submit(claim).await
+    let owner = (claim.token.org_id, Actor::ProvisioningToken(claim.token.id));
+    let source_ip = claim.source_ip;
+    let answer = core.pairings.submit(claim).await;
+    // A token that exists but no longer works: counted in the audit trail.
+    if let (Err(Error::Unauthenticated(_)), Some(ip)) = (&answer, source_ip) {
+        let why = "provisioning token already used, revoked or expired";
+        core.audit_tally.auth_failed(Some(owner), ip, why);
+    }
+    answer
 }
 
 /// A pairing, checked, waiting for its transaction.

@@ -11,9 +11,7 @@
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter};
 use sha2::Sha256;
 use std::{sync::Arc, time::Duration};
 
@@ -222,15 +220,10 @@ pub async fn delivery_loop(core: Arc<Core>) {
 pub async fn deliver_due(core: &Core, client: &reqwest::Client) -> Result<Option<Duration>> {
     let now_ms = core.clock.now().timestamp_millis();
     // A server-side job over every organization's queue.
-    let due = webhook_delivery::Entity::find()
-        .filter(webhook_delivery::Column::Status.eq(PENDING))
-        .filter(webhook_delivery::Column::NextAttemptMs.lte(now_ms))
-        .order_by_asc(webhook_delivery::Column::NextAttemptMs)
-        .limit(50)
-        .all(core.store.unscoped())
-        .await?;
+    let due = core.store.due_webhook_deliveries(now_ms, 50).await?;
     for delivery in due {
         // Claimed with a conditional update: one replica sends each attempt.
+        let tx = core.store.org_tx(delivery.org_id).await?;
         let claimed = webhook_delivery::Entity::update_many()
             .col_expr(
                 webhook_delivery::Column::LeaseUntilMs,
@@ -243,26 +236,27 @@ pub async fn deliver_due(core: &Core, client: &reqwest::Client) -> Result<Option
                     .is_null()
                     .or(webhook_delivery::Column::LeaseUntilMs.lt(now_ms)),
             )
-            .exec(core.store.unscoped())
+            .exec(tx.conn())
             .await?;
+        tx.commit().await?;
         if claimed.rows_affected == 1 {
             send(core, client, delivery).await?;
         }
     }
-    let next = webhook_delivery::Entity::find()
-        .filter(webhook_delivery::Column::Status.eq(PENDING))
-        .order_by_asc(webhook_delivery::Column::NextAttemptMs)
-        .one(core.store.unscoped())
+    let next = core
+        .store
+        .next_webhook_attempt_ms()
         .await?
-        .and_then(|d| d.next_attempt_ms)
         .map(|at| Duration::from_millis(Ord::max(u64::try_from(at - now_ms).unwrap_or(0), 50)));
     Ok(next)
 }
 
 async fn send(core: &Core, client: &reqwest::Client, d: webhook_delivery::Model) -> Result<()> {
+    let tx = core.store.org_read(d.org_id).await?;
     let hook = webhook::Entity::find_by_id(d.webhook_id)
-        .one(core.store.unscoped())
+        .one(tx.conn())
         .await?;
+    tx.commit().await?;
     let attempts = d.attempts + 1;
     let live = hook.filter(|h| h.deleted_at.is_none());
     let gone = live.is_none();
@@ -320,11 +314,12 @@ async fn send(core: &Core, client: &reqwest::Client, d: webhook_delivery::Model)
             update.col_expr(webhook_delivery::Column::NextAttemptMs, Some(next).into())
         }
     };
+    let tx = core.store.org_tx(d.org_id).await?;
     update
         .filter(webhook_delivery::Column::Id.eq(d.id))
-        .exec(core.store.unscoped())
+        .exec(tx.conn())
         .await?;
-    Ok(())
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -98,5 +98,6 @@ pub fn audit_event(m: &audit_event::Model) -> proto::AuditEvent {
         source_ip: m.source_ip.clone(),
         count: m.count.max(0) as u32,
         at: rfc3339(m.at),
+        detail: m.detail.clone(),
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn body_or_bearer(
         Credential::Unverifiable => {
             Error::Unavailable("cannot check credentials right now, retry shortly".into())
         }
-        Credential::Rejected(why) => Error::Unauthenticated((*why).into()),
+        Credential::Rejected(r) => Error::Unauthenticated(r.why.into()),
         _ => Error::Unauthenticated(format!(
             "{field} is required (in the body or as the bearer token)"
         )),

@@ -4,6 +4,8 @@
 //! create the same tables. Then the pool the server uses: every wait on it
 //! (a connection, a lock, a statement) is bounded by the database timeout,
 //! so a stalled database answers 503 quickly instead of queueing requests.
+//! On PostgreSQL the migrations run as the connecting login (the owner of
+//! the tables), and the pool as `swrm_app`, under row-level security.
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -48,9 +50,12 @@ pub async fn pool(
                 .statement_cache_capacity(STATEMENT_CACHE)
         })
         .map_sqlx_postgres_opts(move |o| {
+            // The server's queries run as the role row security applies to
+            // (the migrations made it and let this login become it).
             o.statement_cache_capacity(STATEMENT_CACHE).options([
                 ("statement_timeout", millis.as_str()),
                 ("lock_timeout", millis.as_str()),
+                ("role", migration::APP_ROLE),
             ])
         });
     Database::connect(opts)

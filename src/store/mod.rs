@@ -4,9 +4,11 @@
 //! the caller's organization. On PostgreSQL it also sets `swrm.org_id` for the
 //! transaction, so row-level security can key on it without touching queries.
 //! Events published in an `OrgTx` reach the bus when it commits, and not at
-//! all if it does not.
+//! all if it does not. Row-level security (migration `000010`) is keyed on
+//! it: a query outside an `OrgTx` sees no organization's rows.
 
 mod connect;
+mod definer;
 pub mod entities;
 
 use sea_orm::{
@@ -66,24 +68,13 @@ impl Store {
         &self.bus
     }
 
-    /// For lookups that find the organization (secret hashes) and for
-    /// organization management. Tenant data goes through [`Store::org_tx`].
+    /// The pool, outside any organization: for tables that belong to no
+    /// organization (pending blobs). Tenant data goes through
+    /// [`Store::org_tx`]; on PostgreSQL row-level security shows a query
+    /// here no tenant row at all, and the cross-organization lookups go
+    /// through `definer`.
     pub fn unscoped(&self) -> &DatabaseConnection {
         &self.db
-    }
-
-    /// Refreshes the planner's statistics of the device tables after a bulk
-    /// import. PostgreSQL plans from statistics, and a table that grew from
-    /// a thousand rows to a million under plans made for a thousand (with
-    /// autovacuum off or not yet run) turns indexed lookups into scans;
-    /// SQLite's `PRAGMA optimize` does the same where it judges it useful.
-    pub async fn refresh_statistics(&self) -> Result<()> {
-        let sql = match self.db.get_database_backend() {
-            DatabaseBackend::Postgres => "ANALYZE devices, provisioning_tokens, device_keys",
-            _ => "PRAGMA optimize",
-        };
-        self.db.execute_unprepared(sql).await?;
-        Ok(())
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at

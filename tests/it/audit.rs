@@ -101,6 +101,7 @@ async fn every_security_change_leaves_one_event_with_actor_and_target() {
     assert_eq!(
         actions(&all),
         [
+            "api_key.created",
             "devices.created",
             "device.paired",
             "device.key_rotated",
@@ -113,6 +114,10 @@ async fn every_security_change_leaves_one_event_with_actor_and_target() {
             "enrollment_code.revoked",
             "api_key.deleted",
         ]
+    );
+    assert_eq!(
+        all[0]["actor"], "operator",
+        "the owner key of the first start"
     );
     let by = |action: &str| all.iter().find(|e| e["action"] == action).unwrap().clone();
     let pair = by("device.paired");
@@ -138,7 +143,7 @@ async fn every_security_change_leaves_one_event_with_actor_and_target() {
             .unwrap()
             .starts_with("api_key:")
     );
-    let batch_event = &all[5];
+    let batch_event = &all[6];
     assert_eq!(batch_event["count"], 3);
     assert!(batch_event["target_id"].is_null());
 
@@ -176,7 +181,8 @@ async fn every_security_change_leaves_one_event_with_actor_and_target() {
     let a = s.get("/api/v1/audit-events", Some(&viewer)).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     let other = s.other_org("other").await;
-    assert!(events(&s, &other, "").await.is_empty());
+    // Its own first key is all another organization's trail holds.
+    assert_eq!(actions(&events(&s, &other, "").await), ["api_key.created"]);
 
     // Past the retention period (365 days by default), events go.
     s.clock
@@ -217,6 +223,187 @@ async fn a_refused_change_leaves_no_event() {
     );
     assert_eq!(
         actions(&events(&s, &owner, "").await),
-        ["devices.created", "device.paired"]
+        ["api_key.created", "devices.created", "device.paired"]
     );
+}
+
+/// Writes what the server counted this minute (the flush loop does it
+/// every minute, and at shutdown).
+async fn flush_counts(s: &common::TestServer) {
+    s.app.core.audit_tally.flush(&s.app.core).await.unwrap();
+}
+
+#[tokio::test]
+async fn role_denials_are_counted_per_key_source_and_operation() {
+    let s = common::start().await;
+    let viewer = s
+        .post(
+            "/api/v1/api-keys",
+            Some(&s.owner_key),
+            json!({"name": "dashboard", "role": "viewer"}),
+        )
+        .await;
+    let viewer_id = viewer.body["id"].as_str().unwrap().to_owned();
+    let viewer = viewer.body["api_key"].as_str().unwrap().to_owned();
+    for _ in 0..50 {
+        let denied = s
+            .post("/api/v1/devices", Some(&viewer), json!({"name": "x"}))
+            .await;
+        assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    }
+    let (_, device_key) = s.paired_device("cam").await;
+    for _ in 0..2 {
+        let denied = s.get("/api/v1/devices", Some(&device_key)).await;
+        assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    }
+    let mut admin = s.admin_client(Some(&viewer)).await;
+    let denied = admin
+        .create_device(swrm::proto::CreateDeviceRequest {
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // Reads the viewer may make are not denials.
+    assert_eq!(
+        s.get("/api/v1/devices", Some(&viewer)).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        events(&s, &s.owner_key, "action=auth.role_denied")
+            .await
+            .is_empty(),
+        "counted, not written per request"
+    );
+
+    flush_counts(&s).await;
+    let denials = events(&s, &s.owner_key, "action=auth.role_denied").await;
+    assert_eq!(denials.len(), 3, "{denials:#?}");
+    let find = |detail: &str| {
+        denials
+            .iter()
+            .find(|e| e["detail"].as_str().unwrap().contains(detail))
+            .unwrap_or_else(|| panic!("no denial of {detail}: {denials:#?}"))
+    };
+    let rest = find("POST /api/v1/devices");
+    assert_eq!(rest["count"], 50);
+    assert_eq!(rest["actor"], format!("api_key:{viewer_id}"));
+    assert_eq!(rest["source_ip"], "127.0.0.1");
+    assert_eq!(find("CreateDevice")["count"], 1);
+    let device = find("GET /api/v1/devices");
+    assert_eq!(device["count"], 2);
+    assert!(
+        device["actor"].as_str().unwrap().starts_with("device_key:"),
+        "{device}"
+    );
+    // Written once: the next flush adds nothing new.
+    flush_counts(&s).await;
+    assert_eq!(
+        events(&s, &s.owner_key, "action=auth.role_denied")
+            .await
+            .len(),
+        3
+    );
+    // Another organization's trail has none of it.
+    let other = s.other_org("globex").await;
+    // Its own first key is all another organization's trail holds.
+    assert_eq!(actions(&events(&s, &other, "").await), ["api_key.created"]);
+}
+
+#[tokio::test]
+async fn refused_credentials_that_name_a_key_are_counted_against_its_organization() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let revoked = s
+        .post(
+            &format!("/api/v1/devices/{id}/revoke-key"),
+            Some(&s.owner_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    for _ in 0..4 {
+        assert_eq!(s.heartbeat(&key).await.status, StatusCode::UNAUTHORIZED);
+    }
+    // A secret that matches no key belongs to no organization's trail.
+    let forged = swrm::auth::secret::generate(swrm::auth::secret::SecretKind::DeviceKey).plaintext;
+    assert_eq!(s.heartbeat(&forged).await.status, StatusCode::UNAUTHORIZED);
+
+    flush_counts(&s).await;
+    let failures = events(&s, &s.owner_key, "action=auth.failed").await;
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_eq!(failures[0]["count"], 4);
+    assert_eq!(failures[0]["detail"], "device key revoked or expired");
+    assert_eq!(failures[0]["source_ip"], "127.0.0.1");
+    assert!(
+        failures[0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("device_key:")
+    );
+    let other = s.other_org("globex").await;
+    // Its own first key is all another organization's trail holds.
+    assert_eq!(actions(&events(&s, &other, "").await), ["api_key.created"]);
+}
+
+#[tokio::test]
+async fn a_spent_token_or_a_revoked_code_presented_again_is_counted() {
+    let s = common::start().await;
+    let (_, token) = s.create_device("cam").await;
+    let pair = || {
+        s.post(
+            "/api/public/v1/pair",
+            None,
+            json!({"provisioning_token": token}),
+        )
+    };
+    assert_eq!(pair().await.status, StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(pair().await.status, StatusCode::UNAUTHORIZED);
+    }
+    let code = s
+        .post(
+            "/api/v1/enrollment-codes",
+            Some(&s.owner_key),
+            json!({"name": "line 1"}),
+        )
+        .await;
+    let code_id = code.body["id"].as_str().unwrap().to_owned();
+    let secret = code.body["code"].as_str().unwrap().to_owned();
+    let revoked = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/enrollment-codes/{code_id}"),
+            Some(&s.owner_key),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let enroll = s
+        .post(
+            "/api/public/v1/enroll",
+            None,
+            json!({"enrollment_code": secret, "serial_number": "SN-1"}),
+        )
+        .await;
+    assert_eq!(enroll.status, StatusCode::UNAUTHORIZED, "{}", enroll.body);
+    assert_eq!(
+        enroll.body["error"]["message"],
+        "enrollment code has been revoked"
+    );
+
+    flush_counts(&s).await;
+    let failures = events(&s, &s.owner_key, "action=auth.failed").await;
+    assert_eq!(failures.len(), 2, "{failures:#?}");
+    let by_actor = |prefix: &str| {
+        failures
+            .iter()
+            .find(|e| e["actor"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no failure by {prefix}: {failures:#?}"))
+    };
+    assert_eq!(by_actor("provisioning_token:")["count"], 3);
+    let code_failure = by_actor("enrollment_code:");
+    assert_eq!(code_failure["actor"], format!("enrollment_code:{code_id}"));
+    assert_eq!(code_failure["detail"], "enrollment code has been revoked");
 }

@@ -78,8 +78,10 @@ async fn heartbeats_are_seen_at_once_and_reach_the_database_within_a_flush() {
     let started = std::time::Instant::now();
     loop {
         use sea_orm::EntityTrait;
+        let org_id = s.org_id().await;
+        let tx = s.app.core.store.org_read(org_id).await.unwrap();
         let row = swrm::store::entities::device::Entity::find_by_id(device_id)
-            .one(s.app.core.store.unscoped())
+            .one(tx.conn())
             .await
             .unwrap()
             .unwrap();

@@ -32,6 +32,7 @@ mod rate_limits;
 mod readme;
 mod replicas;
 mod rest_errors;
+mod row_security;
 mod secrets_at_rest;
 mod serve_binary;
 mod tls;

@@ -35,11 +35,7 @@ pub async fn sweep_offline(core: &Core) -> Result<Vec<AlertChange>> {
     // not found offline (other replicas flush within `FLUSH_EVERY`).
     core.liveness.flush(core).await?;
     // Rules of every organization: a server-side job, not a caller's read.
-    let rules = alert_rule::Entity::find()
-        .filter(alert_rule::Column::SensorType.eq(OFFLINE_SECONDS))
-        .filter(alert_rule::Column::DeletedAt.is_null())
-        .all(core.store.unscoped())
-        .await?;
+    let rules = core.store.live_alert_rules(OFFLINE_SECONDS).await?;
     let mut changes = Vec::new();
     for rule in rules {
         changes.extend(sweep_rule(core, &rule).await?);

@@ -176,9 +176,11 @@ impl Waiter {
 
 async fn key_is_valid(core: &Core, who: &DevicePrincipal) -> Result<bool> {
     let now = core.clock.now();
+    let tx = core.store.org_read(who.org_id).await?;
     let key = device_key::Entity::find_by_id(who.key_id)
-        .one(core.store.unscoped())
+        .one(tx.conn())
         .await?;
+    tx.commit().await?;
     Ok(key.is_some_and(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| now < e)))
 }
 

@@ -205,9 +205,12 @@ pub mod audit_event {
         pub target_type: Option<String>,
         pub target_id: Option<Uuid>,
         pub source_ip: Option<String>,
-        /// Things the one event covers (devices of a batch).
+        /// Things the one event covers (devices of a batch, denials or
+        /// failures of a window).
         pub count: i32,
         pub at: DateTimeUtc,
+        /// The denied operation, or why a credential was refused.
+        pub detail: Option<String>,
     }
     no_relations!();
 }

@@ -329,6 +329,16 @@ impl TestServer {
         (id, a.body["api_key"].as_str().unwrap().to_owned())
     }
 
+    /// Organization `default`'s id (the first organization created).
+    pub async fn org_id(&self) -> uuid::Uuid {
+        self.app
+            .core
+            .store
+            .organization_ids(1)
+            .await
+            .expect("organizations")[0]
+    }
+
     /// A second organization with its own owner key.
     pub async fn other_org(&self, name: &str) -> String {
         swrm::core::orgs::create_org(&self.app.core.store, name)
