@@ -2,7 +2,7 @@
 //! rotated or re-paired through one stops working on the other at once
 //! (LISTEN/NOTIFY), although the other had it cached (for hours). On SQLite (one process) this is skipped.
 
-use crate::common;
+use crate::common::{self, TestServer};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -25,6 +25,26 @@ async fn until_status(server: &common::TestServer, key: &str, want: StatusCode) 
     }
 }
 
+/// Has `s` cache `key`; answers its credential lookups so far. The
+/// pairing's own event may still be on its way to `s` and evict the key
+/// once, so this waits for a heartbeat that `s` answers from memory.
+async fn warm_cache(s: &TestServer, key: &str) -> u64 {
+    let warming = Instant::now();
+    loop {
+        assert_eq!(s.heartbeat(key).await.status, StatusCode::OK);
+        let before = s.app.auth_db_lookups();
+        assert_eq!(s.heartbeat(key).await.status, StatusCode::OK);
+        if s.app.auth_db_lookups() == before {
+            return before;
+        }
+        assert!(
+            warming.elapsed() < Duration::from_secs(5),
+            "the replica never serves the key from its cache"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn revocation_reaches_every_replica_at_once() {
     let a = common::start().await;
@@ -34,10 +54,7 @@ async fn revocation_reaches_every_replica_at_once() {
     };
     let (id, key) = a.paired_device("cam").await;
     // Replica b resolves and caches the key.
-    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
-    let lookups = b.app.auth_db_lookups();
-    assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
-    assert_eq!(b.app.auth_db_lookups(), lookups, "served from b's cache");
+    warm_cache(&b, &key).await;
 
     let r = a
         .post(
@@ -121,23 +138,7 @@ async fn a_replica_that_loses_its_listener_stops_trusting_its_cache() {
         return;
     };
     let (_, key) = a.paired_device("cam").await;
-    // Warm b's cache. The pairing's own event may still be on its way to
-    // b and evict the key once, so wait for two heartbeats in a row that
-    // b answers from memory.
-    let warming = Instant::now();
-    let cached = loop {
-        assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
-        let before = b.app.auth_db_lookups();
-        assert_eq!(b.heartbeat(&key).await.status, StatusCode::OK);
-        if b.app.auth_db_lookups() == before {
-            break before;
-        }
-        assert!(
-            warming.elapsed() < Duration::from_secs(5),
-            "b never serves the key from its cache"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let cached = warm_cache(&b, &key).await;
 
     // Cut every LISTEN connection on this database: b (and a) may have
     // missed events while reconnecting, so they must forget their caches.
