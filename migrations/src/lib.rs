@@ -15,6 +15,7 @@ mod m20261126_000008_device_search;
 mod m20261126_000009_audit;
 mod m20261126_000010_row_security;
 mod m20261126_000011_audit_detail;
+mod m20261126_000012_device_liveness;
 
 pub use m20261126_000010_row_security::APP_ROLE;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000009_audit::Migration),
             Box::new(m20261126_000010_row_security::Migration),
             Box::new(m20261126_000011_audit_detail::Migration),
+            Box::new(m20261126_000012_device_liveness::Migration),
         ]
     }
 }

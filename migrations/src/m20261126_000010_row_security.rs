@@ -63,7 +63,7 @@ $do$";
 /// Row security on every tenant table (found by its `org_id` column, so a
 /// table added later is covered when this runs again; a test checks that
 /// none is missed).
-const POLICIES: &str = "
+pub(crate) const POLICIES: &str = "
 DO $do$
 DECLARE t text;
 BEGIN

@@ -3,9 +3,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, JoinType, QueryFilter,
-    QuerySelect,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, ExprTrait, JoinType, QueryFilter, QuerySelect,
+    sea_query::{Expr, Query, SimpleExpr},
 };
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{
@@ -21,7 +24,7 @@ use crate::{
     error::{Error, Result},
     store::{
         OrgTx,
-        entities::{device, device_key, device_tag, provisioning_token},
+        entities::{device, device_key, device_liveness, device_tag, provisioning_token},
     },
 };
 
@@ -174,9 +177,78 @@ async fn lock(tx: &OrgTx, id: &str) -> Result<device::Model> {
 
 pub async fn get_device(core: &Core, access: &OrgRead, id: &str) -> Result<device::Model> {
     let tx = core.store.org_read(access.org_id()).await?;
-    let device = find(&tx, id).await?;
+    let mut device = find(&tx, id).await?;
+    with_liveness(&tx, std::slice::from_mut(&mut device)).await?;
     tx.commit().await?;
     Ok(device)
+}
+
+/// Overlays the stored heartbeat of each device (`device_liveness`, which
+/// the heartbeat flush writes instead of `devices`).
+pub async fn with_liveness(tx: &OrgTx, devices: &mut [device::Model]) -> Result<()> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
+    let stored: HashMap<Uuid, device_liveness::Model> = device_liveness::Entity::find()
+        .filter(device_liveness::Column::DeviceId.is_in(ids))
+        .all(tx.conn())
+        .await?
+        .into_iter()
+        .map(|l| (l.device_id, l))
+        .collect();
+    for device in devices {
+        if let Some(l) = stored.get(&device.id) {
+            device.last_seen_at = Some(l.last_seen_at);
+            device.source_ip = l.source_ip.clone();
+            device.firmware_version = l
+                .firmware_version
+                .clone()
+                .or(device.firmware_version.take());
+            device.uptime_seconds = l.uptime_seconds.or(device.uptime_seconds);
+            device.reported_ip = l.reported_ip.clone().or(device.reported_ip.take());
+            device.hostname = l.hostname.clone().or(device.hostname.take());
+        }
+    }
+    Ok(())
+}
+
+/// The device now reports `firmware_version` itself (pairing, enrollment):
+/// the firmware an earlier heartbeat stored no longer overrides it.
+pub async fn firmware_reported(tx: &OrgTx, device_id: Uuid) -> Result<()> {
+    device_liveness::Entity::update_many()
+        .col_expr(
+            device_liveness::Column::FirmwareVersion,
+            Option::<String>::None.into(),
+        )
+        .filter(device_liveness::Column::DeviceId.eq(device_id))
+        .exec(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Devices seen (`Some(true)`: since `since`; `Some(false)`: not since) or
+/// never seen (`None`), as a condition on `devices`: a key lookup per
+/// device, so a page of a list stops at its size.
+fn seen_since(since: DateTime<Utc>, seen: Option<bool>) -> SimpleExpr {
+    let mut heard = Query::select();
+    heard
+        .expr(Expr::val(1))
+        .from(device_liveness::Entity)
+        .and_where(
+            Expr::col((device_liveness::Entity, device_liveness::Column::DeviceId))
+                .equals((device::Entity, device::Column::Id)),
+        );
+    match seen {
+        Some(true) => {
+            heard.and_where(device_liveness::Column::LastSeenAt.gte(since));
+        }
+        Some(false) => {
+            heard.and_where(device_liveness::Column::LastSeenAt.lt(since));
+        }
+        None => return Expr::exists(heard).not(),
+    }
+    Expr::exists(heard)
 }
 
 /// What a device list may be narrowed to (each on an index).
@@ -226,9 +298,9 @@ pub async fn list_devices(
     }
     select = match filter.status.as_deref().map(str::trim) {
         None | Some("") => select,
-        Some("online") => select.filter(device::Column::LastSeenAt.gte(online_since)),
-        Some("offline") => select.filter(device::Column::LastSeenAt.lt(online_since)),
-        Some("never_seen") => select.filter(device::Column::LastSeenAt.is_null()),
+        Some("online") => select.filter(seen_since(online_since, Some(true))),
+        Some("offline") => select.filter(seen_since(online_since, Some(false))),
+        Some("never_seen") => select.filter(seen_since(online_since, None)),
         Some(other) => {
             return Err(Error::invalid(format!(
                 "status must be online, offline or never_seen, not {other:?}"
@@ -256,6 +328,8 @@ pub async fn list_devices(
                 .await?
         }
     };
+    let mut out = out;
+    with_liveness(&tx, &mut out.0).await?;
     tx.commit().await?;
     Ok(out)
 }
@@ -345,7 +419,8 @@ pub async fn update_device(
     if let Some(keys) = sensor_list {
         active.sensor_keys = Set(keys);
     }
-    let device = active.update(tx.conn()).await?;
+    let mut device = active.update(tx.conn()).await?;
+    with_liveness(&tx, std::slice::from_mut(&mut device)).await?;
     if update.tags.is_some() {
         super::device_tags::replace(&tx, &device).await?;
     }

@@ -319,6 +319,7 @@ async fn enroll_with(
                 active.hardware_model = Set(Some(h));
             }
             if let Some(f) = firmware_version {
+                devices::firmware_reported(&tx, existing).await?;
                 active.firmware_version = Set(Some(f));
             }
             if let Some(n) = name {

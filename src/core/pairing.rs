@@ -242,6 +242,7 @@ async fn pair_in(now: DateTime<Utc>, tx: &mut OrgTx, claim: &Claim) -> Result<Pa
         active.serial_number = Set(claim.serial_number.clone());
     }
     if claim.firmware_version.is_some() {
+        devices::firmware_reported(tx, device.id).await?;
         active.firmware_version = Set(claim.firmware_version.clone());
     }
     let device = active.update(tx.conn()).await?;

@@ -80,12 +80,11 @@ async fn heartbeats_are_seen_at_once_and_reach_the_database_within_a_flush() {
         use sea_orm::EntityTrait;
         let org_id = s.org_id().await;
         let tx = s.app.core.store.org_read(org_id).await.unwrap();
-        let row = swrm::store::entities::device::Entity::find_by_id(device_id)
+        let row = swrm::store::entities::device_liveness::Entity::find_by_id(device_id)
             .one(tx.conn())
             .await
-            .unwrap()
             .unwrap();
-        if row.last_seen_at.is_some() {
+        if let Some(row) = row {
             assert_eq!(row.hostname.as_deref(), Some("cam-host"));
             break;
         }
@@ -110,5 +109,46 @@ async fn heartbeats_are_seen_at_once_and_reach_the_database_within_a_flush() {
         .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
         .await;
     assert_eq!(device.body["firmware_version"], "2.0.2", "{}", device.body);
+    assert_eq!(device.body["status"], "online");
+}
+
+/// Liveness is stored apart from the device (`device_liveness`): a stored
+/// heartbeat's firmware gives way to the firmware a re-pairing reports, and
+/// the rest of what heartbeats carry still shows.
+#[tokio::test]
+async fn a_re_paired_device_shows_the_firmware_it_paired_with() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let beat = s
+        .post(
+            "/api/public/v1/heartbeat",
+            Some(&key),
+            json!({"firmware_version": "1.0.0", "hostname": "cam-host"}),
+        )
+        .await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+    s.app.core.liveness.flush(&s.app.core).await.unwrap();
+
+    let fresh = s
+        .post(
+            &format!("/api/v1/devices/{id}/provisioning-token"),
+            Some(&s.owner_key),
+            json!({}),
+        )
+        .await;
+    let token = fresh.body["provisioning_token"].as_str().unwrap();
+    let paired = s
+        .post(
+            "/api/public/v1/pair",
+            None,
+            json!({"provisioning_token": token, "firmware_version": "2.0.0"}),
+        )
+        .await;
+    assert_eq!(paired.status, StatusCode::OK, "{}", paired.body);
+    let device = s
+        .get(&format!("/api/v1/devices/{id}"), Some(&s.owner_key))
+        .await;
+    assert_eq!(device.body["firmware_version"], "2.0.0");
+    assert_eq!(device.body["hostname"], "cam-host");
     assert_eq!(device.body["status"], "online");
 }

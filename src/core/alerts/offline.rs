@@ -2,7 +2,7 @@
 //! measured by the server every few seconds for the devices that could
 //! open or resolve an alert (never the whole fleet).
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Query};
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use uuid::Uuid;
 
@@ -10,7 +10,7 @@ use super::{AlertChange, RESOLVED, evaluate::evaluate_rule};
 use crate::{
     core::{Core, sensor_types::OFFLINE_SECONDS},
     error::Result,
-    store::entities::{alert, alert_rule, alert_state, device},
+    store::entities::{alert, alert_rule, alert_state, device, device_liveness},
 };
 
 /// How often offline rules are measured.
@@ -52,22 +52,31 @@ async fn sweep_rule(core: &Core, rule: &alert_rule::Model) -> Result<Vec<AlertCh
         .min(rule.clear_threshold.unwrap_or(rule.threshold));
     let cutoff = now - chrono::Duration::milliseconds((bound.max(0.0) * 1000.0) as i64);
     let tx = core.store.org_read(rule.org_id).await?;
-    let mut select = device::Entity::find()
-        .filter(device::Column::OrgId.eq(rule.org_id))
-        .filter(device::Column::LastSeenAt.is_not_null())
-        .filter(device::Column::LastSeenAt.lte(cutoff));
+    // Devices last heard before the cutoff, on the (organization, last
+    // seen) index; narrowed to the rule's device, group or location.
+    let mut select = device_liveness::Entity::find()
+        .filter(device_liveness::Column::OrgId.eq(rule.org_id))
+        .filter(device_liveness::Column::LastSeenAt.lte(cutoff));
     if let Some(d) = rule.device_id {
-        select = select.filter(device::Column::Id.eq(d));
+        select = select.filter(device_liveness::Column::DeviceId.eq(d));
     }
-    if let Some(g) = rule.group_id {
-        select = select.filter(device::Column::GroupId.eq(g));
-    }
-    if let Some(l) = rule.location_id {
-        select = select.filter(device::Column::LocationId.eq(l));
+    if rule.group_id.is_some() || rule.location_id.is_some() {
+        let mut placed = Query::select();
+        placed
+            .column(device::Column::Id)
+            .from(device::Entity)
+            .and_where(device::Column::OrgId.eq(rule.org_id));
+        if let Some(g) = rule.group_id {
+            placed.and_where(device::Column::GroupId.eq(g));
+        }
+        if let Some(l) = rule.location_id {
+            placed.and_where(device::Column::LocationId.eq(l));
+        }
+        select = select.filter(device_liveness::Column::DeviceId.in_subquery(placed));
     }
     let mut ids: BTreeSet<Uuid> = select
         .select_only()
-        .column(device::Column::Id)
+        .column(device_liveness::Column::DeviceId)
         .into_tuple::<Uuid>()
         .all(tx.conn())
         .await?
@@ -93,18 +102,17 @@ async fn sweep_rule(core: &Core, rule: &alert_rule::Model) -> Result<Vec<AlertCh
             .all(tx.conn())
             .await?,
     );
-    let seen: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> = device::Entity::find()
-        .filter(device::Column::Id.is_in(ids))
+    let seen: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = device_liveness::Entity::find()
+        .filter(device_liveness::Column::DeviceId.is_in(ids))
         .select_only()
-        .column(device::Column::Id)
-        .column(device::Column::LastSeenAt)
+        .column(device_liveness::Column::DeviceId)
+        .column(device_liveness::Column::LastSeenAt)
         .into_tuple()
         .all(tx.conn())
         .await?;
     tx.commit().await?;
     let mut changes = Vec::new();
     for (id, last_seen) in seen {
-        let Some(last_seen) = last_seen else { continue };
         let offline = (now - last_seen).num_milliseconds().max(0) as f64 / 1000.0;
         changes.extend(evaluate_rule(core, rule, id, &[(offline, now.timestamp_millis())]).await?);
     }

@@ -1,5 +1,5 @@
 //! One batch, one transaction: per organization, heartbeats as one
-//! `UPDATE … FROM`, then readings, telemetry and events as one `INSERT …
+//! upsert into `device_liveness`, then readings, telemetry and events as one `INSERT …
 //! SELECT` each, and the latest value of each series upserted beside them.
 //!
 //! The rows travel as columns (see [`Columns`]): as `VALUES` lists, chunked
@@ -253,23 +253,28 @@ async fn heartbeats(
             text(&h.hostname),
         ]);
     }
-    // A device deleted since its heartbeat is simply not updated.
+    // One short row per device in `device_liveness` (see its migration),
+    // inserted the first time and updated after.
+    let org_param = if conn.get_database_backend() == DatabaseBackend::Postgres {
+        ", (SELECT $::uuid AS org_id) AS o"
+    } else {
+        ", (SELECT $ AS org_id) AS o"
+    };
     cols.run(
         conn,
-        "UPDATE devices SET last_seen_at = v.column2, source_ip = v.column3, \
-         firmware_version = COALESCE(NULLIF(v.column4, ''), firmware_version), \
-         uptime_seconds = COALESCE(NULLIF(v.column5, -1), uptime_seconds), \
-         reported_ip = COALESCE(NULLIF(v.column6, ''), reported_ip), \
-         hostname = COALESCE(NULLIF(v.column7, ''), hostname) FROM ",
-        // On SQLite, `+` keeps the org_id indexes out of the plan: with
-        // them, SQLite 3.51 scans the organization's devices and the list
-        // for each, a cost that grew with the fleet (measured with
-        // `loadgen scale`); without, each row is one primary-key seek.
-        if conn.get_database_backend() == DatabaseBackend::Sqlite {
-            " WHERE devices.id = v.column1 AND +devices.org_id = $"
-        } else {
-            " WHERE devices.id = v.column1 AND devices.org_id = $"
-        },
+        "INSERT INTO device_liveness (device_id, org_id, last_seen_at, source_ip, \
+         firmware_version, uptime_seconds, reported_ip, hostname) \
+         SELECT v.column1, o.org_id, v.column2, v.column3, NULLIF(v.column4, ''), \
+         NULLIF(v.column5, -1), NULLIF(v.column6, ''), NULLIF(v.column7, '') FROM ",
+        // SQLite needs the WHERE to read ON CONFLICT as the upsert clause.
+        &format!(
+            "{org_param} WHERE true ON CONFLICT (device_id) DO UPDATE SET \
+         last_seen_at = excluded.last_seen_at, source_ip = excluded.source_ip, \
+         firmware_version = COALESCE(excluded.firmware_version, device_liveness.firmware_version), \
+         uptime_seconds = COALESCE(excluded.uptime_seconds, device_liveness.uptime_seconds), \
+         reported_ip = COALESCE(excluded.reported_ip, device_liveness.reported_ip), \
+         hostname = COALESCE(excluded.hostname, device_liveness.hostname)"
+        ),
         &[org.into()],
         false,
     )

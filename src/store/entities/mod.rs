@@ -110,6 +110,26 @@ pub mod device {
     no_relations!();
 }
 
+/// What heartbeats carry, one row per device heard (see migration
+/// `000012_device_liveness`); it overrides the same columns of `devices`.
+pub mod device_liveness {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_liveness")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: Uuid,
+        pub org_id: Uuid,
+        pub last_seen_at: DateTimeUtc,
+        pub source_ip: Option<String>,
+        pub firmware_version: Option<String>,
+        pub uptime_seconds: Option<i64>,
+        pub reported_ip: Option<String>,
+        pub hostname: Option<String>,
+    }
+    no_relations!();
+}
+
 pub mod device_key {
     use sea_orm::entity::prelude::*;
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
