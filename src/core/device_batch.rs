@@ -59,6 +59,8 @@ pub async fn create_devices(
     let created = insert(core, &mut tx, checked, label).await?;
     record_created(core, &tx, access, &created).await?;
     tx.commit().await?;
+    core.statistics
+        .devices_created(&core.store, created.len() as u64);
     Ok(created)
 }
 

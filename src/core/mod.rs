@@ -27,6 +27,7 @@ pub mod pairing;
 pub mod places;
 pub mod queries;
 pub mod sensor_types;
+pub mod statistics;
 pub mod validate;
 pub mod webhooks;
 pub mod writer;
@@ -52,6 +53,8 @@ pub struct Core {
     pub liveness: liveness::LivenessTable,
     /// Role denials and authentication failures, counted per minute.
     pub audit_tally: audit_tally::AuditTally,
+    /// Devices created, for refreshing the planner's statistics.
+    pub statistics: statistics::Statistics,
     /// Group-commits pairings (see [`pairing::Pairings`]).
     pub pairings: pairing::Pairings,
     /// Built-in and organization sensor types, in memory per organization.
@@ -119,6 +122,7 @@ impl Core {
             writer: writer::Writer::spawn(store.clone(), metrics.clone()),
             liveness: liveness::LivenessTable::default(),
             audit_tally: audit_tally::AuditTally::default(),
+            statistics: statistics::Statistics::default(),
             pairings: pairing::Pairings::new(
                 store.clone(),
                 clock.clone(),

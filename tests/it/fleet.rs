@@ -454,3 +454,51 @@ async fn concurrent_pairings_share_commits_and_each_token_works_once() {
         assert_eq!(s.heartbeat(key).await.status, StatusCode::OK);
     }
 }
+
+/// PostgreSQL: after 10,000 devices created in bulk, the server refreshes
+/// the planner's statistics itself (plans made on a small table would turn
+/// pairing's lookups into scans; this machine runs without autovacuum).
+#[tokio::test]
+async fn bulk_creation_refreshes_the_planners_statistics() {
+    let s = common::start().await;
+    let Some(url) = s.database_url.clone() else {
+        return;
+    };
+    let owner = sea_orm::Database::connect(&url).await.unwrap();
+    let analyzed = || async {
+        use sea_orm::ConnectionTrait;
+        owner
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'devices' \
+                 AND greatest(last_analyze, last_autoanalyze) IS NOT NULL",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap()
+            == 1
+    };
+    if analyzed().await {
+        eprintln!("skipped: autovacuum analyzed the new database already");
+        return;
+    }
+    for batch in 0..10 {
+        let requests: Vec<Value> = (0..1000)
+            .map(|i| json!({"name": format!("cam-{batch}-{i}")}))
+            .collect();
+        let a = s
+            .post(BATCH, Some(&s.owner_key), json!({"requests": requests}))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+    let started = std::time::Instant::now();
+    while !analyzed().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "devices not analyzed after 10,000 were created"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
