@@ -19,6 +19,8 @@ here. Negative cases are left exactly as generated.
 """
 
 import datetime
+import os
+import uuid
 
 import schemathesis
 
@@ -157,6 +159,20 @@ def before_call(context, case, **kwargs):
     # Stateful runs fill in ids from earlier answers (links) after
     # `map_case`: nudge again just before sending.
     _nudge(case)
+    _spare_own_key(case)
+
+
+def _spare_own_key(case):
+    """The run's own owner key is never deleted: another id (a 404) instead."""
+    own = os.environ.get("SWRM_FUZZ_OWNER_KEY_ID")
+    params = case.path_parameters
+    if (
+        own
+        and case.operation.label == "DELETE /api/v1/api-keys/{id}"
+        and isinstance(params, dict)
+        and params.get("id") == own
+    ):
+        params["id"] = str(uuid.uuid4())
 
 
 def _nudge(case):
