@@ -49,6 +49,13 @@ impl MigrationTrait for Migration {
         )
         .await?;
         let db = m.get_connection();
+        let postgres = db.get_database_backend() == DatabaseBackend::Postgres;
+        if postgres {
+            // Room on each page for the next version of a row, from the
+            // first row copied below.
+            db.execute_unprepared("ALTER TABLE device_liveness SET (fillfactor = 80)")
+                .await?;
+        }
         db.execute_unprepared(
             "INSERT INTO device_liveness (device_id, org_id, last_seen_at, source_ip, \
              firmware_version, uptime_seconds, reported_ip, hostname) \
@@ -64,10 +71,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            // Room on each page for the next version of a row.
-            db.execute_unprepared("ALTER TABLE device_liveness SET (fillfactor = 80)")
-                .await?;
+        if postgres {
             // The new table is a tenant table: the same wall as the others.
             db.execute_unprepared(crate::m20261126_000010_row_security::POLICIES)
                 .await?;
