@@ -25,6 +25,7 @@ mod heartbeats;
 mod ingest;
 mod isolation;
 mod metrics;
+mod migrations;
 mod models;
 mod openapi;
 mod quickstart;
