@@ -115,8 +115,10 @@ pub async fn deliveries(
 ) -> Result<(Vec<webhook_delivery::Model>, String)> {
     let id = validate::path_id("webhook", id)?;
     let tx = core.store.org_read(access.org_id()).await?;
+    // A deleted webhook is gone for its deliveries too, as for a GET.
     webhook::Entity::find_by_id(id)
         .filter(webhook::Column::OrgId.eq(tx.org_id()))
+        .filter(webhook::Column::DeletedAt.is_null())
         .one(tx.conn())
         .await?
         .ok_or_else(|| Error::not_found("webhook"))?;

@@ -87,10 +87,15 @@ async fn every_security_change_leaves_one_event_with_actor_and_target() {
         )
         .await;
     assert_eq!(enrolled.status, StatusCode::CREATED);
-    for path in [
-        format!("/api/v1/enrollment-codes/{code_id}"),
-        format!("/api/v1/api-keys/{admin_id}"),
-    ] {
+    let revoked = s
+        .post(
+            &format!("/api/v1/enrollment-codes/{code_id}/revoke"),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    for path in [format!("/api/v1/api-keys/{admin_id}")] {
         let a = s
             .call(reqwest::Method::DELETE, &path, Some(&owner), None)
             .await;
@@ -372,11 +377,10 @@ async fn a_spent_token_or_a_revoked_code_presented_again_is_counted() {
     let code_id = code.body["id"].as_str().unwrap().to_owned();
     let secret = code.body["code"].as_str().unwrap().to_owned();
     let revoked = s
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/enrollment-codes/{code_id}"),
+        .post(
+            &format!("/api/v1/enrollment-codes/{code_id}/revoke"),
             Some(&s.owner_key),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);

@@ -139,11 +139,10 @@ async fn a_spent_revoked_expired_or_unknown_code_is_401() {
 
     let (id, code) = new_code(&s, json!({"name": "revoked"})).await;
     let a = s
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/enrollment-codes/{id}"),
+        .post(
+            &format!("/api/v1/enrollment-codes/{id}/revoke"),
             Some(&s.owner_key),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
@@ -308,11 +307,10 @@ async fn codes_of_another_organization_are_404_and_its_places_too() {
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
     let a = s
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/enrollment-codes/{id}"),
+        .post(
+            &format!("/api/v1/enrollment-codes/{id}/revoke"),
             Some(&other),
-            None,
+            json!({}),
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);

@@ -801,11 +801,11 @@ async fn secrets_never_appear_in_logs_errors_or_the_database_in_clear() {
         .await;
     let ec2 = f.issued(Kind::EnrollmentCode, &b, "/code");
     f.call(
-        "delete enrollment code",
-        Method::DELETE,
-        &format!("/api/v1/enrollment-codes/{ec_id}"),
+        "revoke enrollment code",
+        Method::POST,
+        &format!("/api/v1/enrollment-codes/{ec_id}/revoke"),
         admin,
-        None,
+        Some(json!({})),
         204,
     )
     .await;

@@ -174,6 +174,16 @@ async fn alert_changes_reach_a_webhook_signed_and_retried_after_a_500() {
         )
         .await;
     assert_eq!(gone.status, reqwest::StatusCode::NO_CONTENT);
+    // Deleted means gone, for its delivery log too (the fuzzer's ST301).
+    let after = s
+        .get(&format!("/api/v1/webhooks/{hook_id}/deliveries"), owner)
+        .await;
+    assert_eq!(
+        after.status,
+        reqwest::StatusCode::NOT_FOUND,
+        "{}",
+        after.body
+    );
     let bad = s
         .post(
             "/api/v1/webhooks",
