@@ -158,12 +158,7 @@ impl Audited {
         ip: IpAddr,
         operation: impl FnOnce() -> String,
     ) {
-        let grpc_code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-            .map(tonic::Code::from_i32);
+        let grpc_code = grpc_code(response);
         let status = response.status();
         let denied = status == http::StatusCode::FORBIDDEN
             || grpc_code == Some(tonic::Code::PermissionDenied);
@@ -178,6 +173,17 @@ impl Audited {
     }
 }
 
+/// The gRPC status in the answer's head (a call that failed before its
+/// first message), if any.
+fn grpc_code(response: &Response) -> Option<tonic::Code> {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+}
+
 /// Counts the answer and its latency under bounded labels.
 fn record(
     app: &App,
@@ -188,12 +194,9 @@ fn record(
 ) {
     let status = match transport {
         Transport::rest => status_label(response.status().as_u16()),
-        Transport::grpc | Transport::grpc_web => response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-            .map_or("ok", |c| crate::rest::code_name(tonic::Code::from_i32(c))),
+        Transport::grpc | Transport::grpc_web => {
+            grpc_code(response).map_or("ok", crate::rest::code_name)
+        }
     };
     let metrics = &app.core.metrics;
     metrics

@@ -17,6 +17,7 @@ use super::{
     new_id,
     page::PageRequest,
     places, validate,
+    writer::Liveness,
 };
 use crate::{
     auth::{OrgRead, OrgWrite, secret},
@@ -190,7 +191,7 @@ pub async fn with_liveness(tx: &OrgTx, devices: &mut [device::Model]) -> Result<
         return Ok(());
     }
     let ids: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
-    let stored: HashMap<Uuid, device_liveness::Model> = device_liveness::Entity::find()
+    let mut stored: HashMap<Uuid, device_liveness::Model> = device_liveness::Entity::find()
         .filter(device_liveness::Column::DeviceId.is_in(ids))
         .all(tx.conn())
         .await?
@@ -198,16 +199,19 @@ pub async fn with_liveness(tx: &OrgTx, devices: &mut [device::Model]) -> Result<
         .map(|l| (l.device_id, l))
         .collect();
     for device in devices {
-        if let Some(l) = stored.get(&device.id) {
-            device.last_seen_at = Some(l.last_seen_at);
-            device.source_ip = l.source_ip.clone();
-            device.firmware_version = l
-                .firmware_version
-                .clone()
-                .or(device.firmware_version.take());
-            device.uptime_seconds = l.uptime_seconds.or(device.uptime_seconds);
-            device.reported_ip = l.reported_ip.clone().or(device.reported_ip.take());
-            device.hostname = l.hostname.clone().or(device.hostname.take());
+        if let Some(l) = stored.remove(&device.id) {
+            let heard = Liveness {
+                org_id: l.org_id,
+                device_id: l.device_id,
+                at: l.last_seen_at,
+                // Written with every heartbeat, so never empty in practice.
+                source_ip: l.source_ip.unwrap_or_default(),
+                firmware_version: l.firmware_version,
+                uptime_seconds: l.uptime_seconds,
+                reported_ip: l.reported_ip,
+                hostname: l.hostname,
+            };
+            super::liveness::lay_over(device, heard);
         }
     }
     Ok(())
@@ -308,7 +312,7 @@ pub async fn list_devices(
         }
     };
     let tx = core.store.org_read(access.org_id()).await?;
-    let out = match tag {
+    let mut out = match tag {
         // Driven by the tag's rows, which are in device id order already:
         // a page reads the page, however large the fleet.
         Some(tag) => {
@@ -328,7 +332,6 @@ pub async fn list_devices(
                 .await?
         }
     };
-    let mut out = out;
     with_liveness(&tx, &mut out.0).await?;
     tx.commit().await?;
     Ok(out)

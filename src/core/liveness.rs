@@ -91,14 +91,7 @@ impl LivenessTable {
         .into_iter()
         .flatten()
         {
-            if device.last_seen_at.is_none_or(|seen| seen <= source.at) {
-                device.last_seen_at = Some(source.at);
-                device.source_ip = Some(source.source_ip);
-                device.firmware_version = source.firmware_version.or(device.firmware_version);
-                device.uptime_seconds = source.uptime_seconds.or(device.uptime_seconds);
-                device.reported_ip = source.reported_ip.or(device.reported_ip);
-                device.hostname = source.hostname.or(device.hostname);
-            }
+            lay_over(&mut device, source);
         }
         device
     }
@@ -152,6 +145,22 @@ impl LivenessTable {
         }
         outcome.map(|_| ())
     }
+}
+
+/// Lays a heartbeat over the device unless the device was seen later: its
+/// time and source address, and whatever else it reported (what it left
+/// out keeps the device's value). For unflushed heartbeats and for the
+/// stored ones (`devices::with_liveness`) alike.
+pub fn lay_over(device: &mut device::Model, heard: Liveness) {
+    if device.last_seen_at.is_some_and(|seen| seen > heard.at) {
+        return;
+    }
+    device.last_seen_at = Some(heard.at);
+    device.source_ip = Some(heard.source_ip);
+    device.firmware_version = heard.firmware_version.or(device.firmware_version.take());
+    device.uptime_seconds = heard.uptime_seconds.or(device.uptime_seconds);
+    device.reported_ip = heard.reported_ip.or(device.reported_ip.take());
+    device.hostname = heard.hostname.or(device.hostname.take());
 }
 
 /// Flushes every [`FLUSH_EVERY`] until shutdown (the server flushes once
