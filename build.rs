@@ -59,6 +59,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = tonic_prost_build::configure()
         // Needed so prost does not map google.protobuf to prost_types itself.
         .compile_well_known_types(true)
+        // A smaller first encode buffer per response body (see the module).
+        .codec_path("crate::grpc::codec::LeanCodec")
         .extern_path(".google.protobuf", "::pbjson_types")
         .message_attribute(
             ".swrm.v1",

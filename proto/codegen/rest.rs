@@ -125,12 +125,17 @@ fn handler_fn(out: &mut String, api: &Api, service: &Service, method: &Method, n
             .collect();
         let _ = writeln!(
             out,
-            "let mut message = match query::<{input}>(&uri, &{integers:?}) {{ Ok(m) => m, Err(e) => return error_response(e) }};"
+            "let mut message = match query::<{input}>(&uri, &{integers:?}) {{ Ok(m) => m, Err(e) => return error_response(e) }}; drop(body);"
         );
     }
     for var in http.path_fields() {
         let _ = writeln!(out, "message.{} = path.get({var:?});", rust_field(&var));
     }
+    // What the request's head holds shares hyper's read buffer (the path
+    // and header values are slices of it), so it goes before the call: a
+    // long poll would otherwise keep that buffer as long as it waits.
+    let keep = if route.etag { "" } else { "drop(headers); " };
+    let _ = writeln!(out, "drop((path, uri)); {keep}");
     let _ = writeln!(
         out,
         "let answer = crate::proto::{}_server::{}::{call}(&s.{field}, caller.request(message)).await;",

@@ -62,7 +62,10 @@ pub async fn authenticate(
 
     let credential = match bearer {
         None => Credential::None,
-        Some(token) => match resolve(&app, token, client_ip).await {
+        // Boxed: a lookup's state is large and needed only while it runs;
+        // inline, it would stay allocated as long as the request (a long
+        // poll: as long as its device waits).
+        Some(token) => match Box::pin(resolve(&app, token, client_ip)).await {
             Ok(credential) => credential,
             Err(limited @ Error::RateLimited { .. }) => {
                 tracing::warn!(%method, route = %path, source_ip = %client_ip, "rate limited before credential lookup");

@@ -1,16 +1,17 @@
 //! Command handlers: the device's long poll, stream and acknowledgement,
 //! and the admin queue. The service impls call these.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, codegen::BoxStream};
 
 use super::credential;
 use crate::{
     app::App,
-    auth::{require_device, require_read, require_write},
+    auth::{DevicePrincipal, require_device, require_read, require_write},
     bus::Event,
     core::{
+        Core,
         commands::{self, delivery},
         page::PageRequest,
         rfc3339, rfc3339_ms,
@@ -73,49 +74,84 @@ pub async fn poll(
 
 /// Pushes each command the moment it is queued; on (re)connect, first
 /// delivers again what was delivered but not acknowledged.
+///
+/// The stream is the response body itself, polled by the connection: no
+/// task or channel of its own, so a device that only waits costs little
+/// more than its connection, and leaving (the body dropped) ends the wait.
 pub async fn stream(
     app: Arc<App>,
     req: Request<proto::StreamCommandsRequest>,
 ) -> Reply<BoxStream<proto::Command>> {
     let who = require_device(credential(&req))?;
     let core = app.core.clone();
-    let mut waiter = delivery::Waiter::start(&core, who).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut reclaim = true;
+    let waiter = delivery::Waiter::start(&core, who).await?;
+    let state = Delivering {
+        core,
+        who,
+        waiter,
+        claimed: VecDeque::new(),
+        next_lease: None,
+        reclaim: true,
+        ended: false,
+    };
+    let commands = futures_util::stream::unfold(state, |mut s| async move {
+        let next = s.next().await?;
+        Some((next, s))
+    });
+    Ok(Response::new(Box::pin(commands)))
+}
+
+/// One device's stream between two commands.
+struct Delivering {
+    core: Arc<Core>,
+    who: DevicePrincipal,
+    waiter: delivery::Waiter,
+    /// Claimed, not yet handed to the connection.
+    claimed: VecDeque<proto::Command>,
+    next_lease: Option<i64>,
+    /// The first claim takes back what was delivered and not acknowledged.
+    reclaim: bool,
+    ended: bool,
+}
+
+impl Delivering {
+    async fn next(&mut self) -> Option<Result<proto::Command, Status>> {
         loop {
-            let (claimed, next_lease) = match delivery::claim(&core, &who, reclaim).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.send(Err(Status::from(e))).await;
-                    return;
-                }
-            };
-            reclaim = false;
-            for c in &claimed {
-                if tx.send(Ok(for_device(c))).await.is_err() {
-                    return; // the device left; its leases run out
+            if let Some(c) = self.claimed.pop_front() {
+                return Some(Ok(c));
+            }
+            if self.ended {
+                return None;
+            }
+            if !self.reclaim {
+                let until = self.next_lease.map(|at| {
+                    let left = at - self.core.clock.now().timestamp_millis();
+                    Duration::from_millis(u64::try_from(left).unwrap_or(0) + 1)
+                });
+                match self.waiter.wait(&self.core, until).await {
+                    Ok(delivery::Wake::Claim) => {}
+                    Ok(delivery::Wake::Done) => return None,
+                    Err(e) => return self.end(e),
                 }
             }
-            let until = next_lease.map(|at| {
-                let left = at - core.clock.now().timestamp_millis();
-                Duration::from_millis(u64::try_from(left).unwrap_or(0) + 1)
-            });
-            let woke = tokio::select! {
-                w = waiter.wait(&core, until) => w,
-                () = tx.closed() => return,
-            };
-            match woke {
-                Ok(delivery::Wake::Claim) => continue,
-                Ok(delivery::Wake::Done) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(Status::from(e))).await;
-                    return;
+            // Boxed: the claim's state is large and lives only while it
+            // runs, not for as long as the stream waits.
+            let claim = Box::pin(delivery::claim(&self.core, &self.who, self.reclaim));
+            match claim.await {
+                Ok((claimed, next_lease)) => {
+                    self.claimed.extend(claimed.iter().map(for_device));
+                    self.next_lease = next_lease;
+                    self.reclaim = false;
                 }
+                Err(e) => return self.end(e),
             }
         }
-    });
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    fn end(&mut self, e: crate::error::Error) -> Option<Result<proto::Command, Status>> {
+        self.ended = true;
+        Some(Err(Status::from(e)))
+    }
 }
 
 pub async fn ack(

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod captures;
+pub(crate) mod codec;
 mod commands;
 mod convert;
 pub mod device;

@@ -250,6 +250,28 @@ async fn a_stream_gets_pushes_and_redeliveries_on_reconnect() {
 }
 
 #[tokio::test]
+async fn a_device_that_leaves_its_stream_releases_its_waiter() {
+    let s = common::start().await;
+    let (_, key) = s.paired_device("cam").await;
+    let mut client = s.device_client(Some(&key)).await;
+    let stream = client
+        .stream_commands(proto::StreamCommandsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.app.core.bus.watched_devices(), 1);
+    drop(stream);
+    let started = Instant::now();
+    while s.app.core.bus.watched_devices() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the waiter outlived its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_new_waiter_replaces_the_old_and_revocation_ends_them() {
     let s = common::start().await;
     let (id, key) = s.paired_device("cam").await;

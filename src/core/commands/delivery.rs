@@ -164,7 +164,7 @@ impl Waiter {
         }
         if signal.keys_changed != self.keys_seen {
             self.keys_seen = signal.keys_changed;
-            if !key_is_valid(core, &self.who).await? {
+            if !Box::pin(key_is_valid(core, &self.who)).await? {
                 return Err(Error::Unauthenticated(
                     "the device key was revoked or rotated".into(),
                 ));
@@ -194,7 +194,9 @@ pub async fn poll(
     let mut waiter = Waiter::start(core, who).await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let (claimed, next_lease) = claim(core, &who, false).await?;
+        // Boxed: the claim's state is large and lives only while it runs,
+        // not for as long as the poll waits.
+        let (claimed, next_lease) = Box::pin(claim(core, &who, false)).await?;
         if !claimed.is_empty() {
             return Ok(claimed);
         }
