@@ -8,13 +8,18 @@
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    server::{
+        conn::auto::Builder,
+        graceful::{GracefulConnection, GracefulShutdown, Watcher},
+    },
     service::TowerToHyperService,
 };
 use std::{
     future::Future,
+    net::SocketAddr,
     pin::pin,
     sync::{
         Arc,
@@ -50,18 +55,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let turning_away = Arc::new(Semaphore::new(TURNING_AWAY));
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-        .max_concurrent_streams(HTTP2_MAX_STREAMS);
-
+    let protocols = Arc::new(Protocols::new(header_read_timeout));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
@@ -91,9 +85,7 @@ pub async fn run(
             }
             continue;
         };
-        // Set by the first request. hyper's header timeout starts only once
-        // the protocol is known; a client that sends nothing at all is cut
-        // off by the check below instead.
+        // Set by the first request (see `Watched`).
         let served_one = Arc::new(AtomicBool::new(false));
         let seen = served_one.clone();
         let service = router
@@ -104,46 +96,74 @@ pub async fn run(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let (protocols, watcher, tls) = (protocols.clone(), graceful.watcher(), tls.clone());
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let _permit = permit;
-            let io = match tls {
-                None => Either::Right(stream),
-                // The handshake counts against the header timeout too.
-                Some(tls) => {
-                    match tokio::time::timeout(header_read_timeout, tls.acceptor().accept(stream))
+            // The handshake and the first bytes count against the header
+            // timeout too.
+            let ready = tokio::time::timeout(header_read_timeout, async {
+                match tls {
+                    None => {
+                        let protocol = sniff(&stream).await?;
+                        Some((Either::Right(stream), protocol))
+                    }
+                    Some(tls) => {
+                        let stream = tls
+                            .acceptor()
+                            .accept(stream)
+                            .await
+                            .inspect_err(
+                                |e| tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                            )
+                            .ok()?;
+                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::H2,
+                            Some(b"http/1.1") => Protocol::H1,
+                            _ => Protocol::Unsure,
+                        };
+                        // Boxed: a plain connection need not carry the
+                        // size of a TLS session inline.
+                        Some((Either::Left(Box::new(stream)), protocol))
+                    }
+                }
+            });
+            let (io, protocol) = match ready.await {
+                Ok(Some(ready)) => ready,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "nothing received within the header timeout; closing");
+                    return;
+                }
+            };
+            let io = TokioIo::new(io);
+            let service = TowerToHyperService::new(service);
+            let watched = Watched {
+                watcher,
+                served_one,
+                header_read_timeout,
+                peer,
+            };
+            match protocol {
+                Protocol::H1 => {
+                    watched
+                        .drive(protocols.http1.serve_connection(io, service))
                         .await
-                    {
-                        Ok(Ok(stream)) => Either::Left(stream),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "no TLS handshake within the header timeout");
-                            return;
-                        }
-                    }
                 }
-            };
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(io),
-                TowerToHyperService::new(service),
-            );
-            let mut connection = pin!(watcher.watch(connection));
-            let result = tokio::select! {
-                result = &mut connection => result,
-                () = tokio::time::sleep(header_read_timeout) => {
-                    if !served_one.load(Ordering::Relaxed) {
-                        tracing::debug!(%peer, "no request within the header timeout; closing");
-                        return;
-                    }
-                    connection.await
+                Protocol::H2 => {
+                    watched
+                        .drive(protocols.http2.serve_connection(io, service))
+                        .await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                // Boxed: the rare case, and the largest connection state
+                // (it holds either protocol's), which would otherwise size
+                // every connection's task.
+                Protocol::Unsure => {
+                    Box::pin(
+                        watched.drive(protocols.auto.serve_connection_with_upgrades(io, service)),
+                    )
+                    .await
+                }
             }
         });
     }
@@ -176,4 +196,103 @@ async fn turn_away(mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// Each protocol's connection settings. A connection whose protocol is
+/// known (TLS ALPN, or the first bytes of a plain one) is served by that
+/// protocol's builder directly: hyper_util's auto builder reads the first
+/// bytes itself and hands them back through a rewind buffer, which makes
+/// hyper grow an HTTP/1.1 connection's read buffer from 8 to 16 KiB, kept
+/// for the connection's life (a waiting device's largest cost).
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// The rare connection not yet telling: a partial HTTP/2 preface, or
+    /// TLS without ALPN.
+    auto: Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(header_read_timeout: Duration) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+            .max_concurrent_streams(HTTP2_MAX_STREAMS);
+        let mut auto = Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+            .max_concurrent_streams(HTTP2_MAX_STREAMS);
+        Self { http1, http2, auto }
+    }
+}
+
+enum Protocol {
+    H1,
+    H2,
+    Unsure,
+}
+
+/// Every HTTP/2 connection without TLS starts with this.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol of a plain connection, from its first bytes, left unread
+/// for hyper. `None` when the peer closed (or the socket failed) first.
+async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let n = stream.peek(&mut first).await.ok()?;
+    if n == 0 {
+        None
+    } else if first[..n] != H2_PREFACE[..n] {
+        Some(Protocol::H1)
+    } else if n == H2_PREFACE.len() {
+        Some(Protocol::H2)
+    } else {
+        Some(Protocol::Unsure)
+    }
+}
+
+/// A connection under the graceful shutdown and the first-request timeout.
+struct Watched {
+    watcher: Watcher,
+    /// Set by the first request. hyper's header timeout starts only once
+    /// the protocol is known; a client that sends nothing at all is cut
+    /// off here instead.
+    served_one: Arc<AtomicBool>,
+    header_read_timeout: Duration,
+    peer: SocketAddr,
+}
+
+impl Watched {
+    async fn drive<C>(self, connection: C)
+    where
+        C: GracefulConnection,
+        C::Error: std::fmt::Display,
+    {
+        let peer = self.peer;
+        let mut connection = pin!(self.watcher.watch(connection));
+        let result = tokio::select! {
+            result = &mut connection => result,
+            () = tokio::time::sleep(self.header_read_timeout) => {
+                if !self.served_one.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "no request within the header timeout; closing");
+                    return;
+                }
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    }
 }

@@ -37,6 +37,41 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_request_is_served_whatever_its_first_bytes_arrive_in() {
+    // The protocol is told from the first bytes; a lone "P" could still be
+    // an HTTP/2 preface, and "PRI * HTTP/2.0" cut short even more so.
+    let s = common::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    for piece in [
+        &b"P"[..],
+        b"OST /livez HTTP/1.1\r\nHost: x\r\n",
+        b"Connection: close\r\n\r\n",
+    ] {
+        tcp.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut buf = Vec::new();
+    tcp.read_to_end(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+
+    // HTTP/2 with prior knowledge, its preface in two writes: the server
+    // answers with its SETTINGS frame (type 4).
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tcp.write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut head))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(head[3], 4, "a SETTINGS frame: {head:?}");
+}
+
+#[tokio::test]
 async fn silent_connections_are_cut_off() {
     let s = common::start_with(|c| c.header_read_timeout_seconds = 1).await;
     for opening in [&b""[..], b"PRI"] {
