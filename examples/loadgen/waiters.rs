@@ -1,9 +1,10 @@
 //! The command-delivery benchmark: `N` devices waiting at once on a server
 //! process of their own (half REST long polls, half gRPC `StreamCommands`,
 //! each device on its own connection), the server's resident memory per
-//! waiting device, then commands queued at `RATE` per second and the time
-//! from the enqueue request leaving the operator to the command reaching
-//! its device (p50, p99). With `replica` (PostgreSQL) devices wait on a
+//! waiting device (long polls and streams apart, then together), then
+//! commands queued at `RATE` per second and the time from the enqueue
+//! request leaving the operator to the command reaching its device (p50,
+//! p99). With `replica` (PostgreSQL) devices wait on a
 //! second server and commands are queued through the first, so delivery
 //! crosses the bus.
 //!
@@ -81,25 +82,40 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
     let epoch = Instant::now();
     let latencies: Latencies = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
-    for (i, device) in devices.iter().enumerate() {
-        let (base, key) = (wait_base.clone(), device.key.clone());
-        let (latencies, connected) = (latencies.clone(), connected.clone());
-        if i % 2 == 0 {
-            tokio::spawn(long_poll(base, key, epoch, latencies, connected));
-        } else {
-            tokio::spawn(stream(base, key, epoch, latencies, connected));
+    // Long polls first, then streams, so each kind's memory shows apart.
+    let (polls, streams) = devices.split_at(n / 2);
+    let mut rss = before;
+    for (kind, group) in [("long poll", polls), ("gRPC stream", streams)] {
+        let target = connected.load(Ordering::Relaxed) + group.len();
+        for (i, device) in group.iter().enumerate() {
+            let (base, key) = (wait_base.clone(), device.key.clone());
+            let (latencies, connected) = (latencies.clone(), connected.clone());
+            if kind == "long poll" {
+                tokio::spawn(long_poll(base, key, epoch, latencies, connected));
+            } else {
+                tokio::spawn(stream(base, key, epoch, latencies, connected));
+            }
+            if i % 500 == 499 {
+                // Connection setup in waves, as a fleet reconnects.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        if i % 500 == 499 {
-            // Connection setup in waves, as a fleet reconnects.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        while connected.load(Ordering::Relaxed) < target
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = rss_kib(waiting_pid);
+        println!(
+            "{kind}: {} devices, {:.1} KiB each",
+            group.len(),
+            now.saturating_sub(rss) as f64 / group.len().max(1) as f64
+        );
+        rss = now;
     }
-    let started = Instant::now();
-    while connected.load(Ordering::Relaxed) < n && started.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib(waiting_pid);
+    let after = rss;
     let per_device = (after.saturating_sub(before)) as f64 / n as f64;
     println!(
         "waiting: {} of {n}; server RSS {} MiB → {} MiB: {per_device:.1} KiB per waiting device ({:.0} per GiB)",
