@@ -79,11 +79,10 @@ fn main() -> std::process::ExitCode {
 /// the process. Committed on demand, it goes back: a waiting device's
 /// resident cost fell from 42–47 KiB to 33–36 KiB (`loadgen waiters`), and
 /// request rates did not move beyond the machine's noise (`loadgen`, four
-/// alternating runs). mimalloc takes the setting only from
-/// its environment, read before `main` (its API is too late: the Rust
-/// runtime's first allocation has already reserved the arena), so the
-/// process sets it and starts itself again, once, with the same pid and
-/// arguments. An operator's own value is left alone, and if the new start
+/// alternating runs). mimalloc takes the setting only from its environment,
+/// read before `main` (its API is too late: the Rust runtime's first
+/// allocation has already reserved the arena), so the process sets it and
+/// starts itself again, once, with the same pid and arguments. An operator's own value is left alone, and if the new start
 /// fails the server runs as it is.
 fn lean_allocator() {
     const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";

@@ -11,10 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{
-        conn::auto::Builder,
-        graceful::{GracefulConnection, GracefulShutdown, Watcher},
-    },
+    server::graceful::{GracefulConnection, GracefulShutdown, Watcher},
     service::TowerToHyperService,
 };
 use std::{
@@ -117,10 +114,11 @@ pub async fn run(
                                 |e| tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                             )
                             .ok()?;
+                        // HTTP/2 over TLS is always negotiated (RFC 9113,
+                        // 3.2); without ALPN a client speaks HTTP/1.1.
                         let protocol = match stream.get_ref().1.alpn_protocol() {
                             Some(b"h2") => Protocol::H2,
-                            Some(b"http/1.1") => Protocol::H1,
-                            _ => Protocol::Unsure,
+                            _ => Protocol::H1,
                         };
                         // Boxed: a plain connection need not carry the
                         // size of a TLS session inline.
@@ -154,15 +152,6 @@ pub async fn run(
                     watched
                         .drive(protocols.http2.serve_connection(io, service))
                         .await
-                }
-                // Boxed: the rare case, and the largest connection state
-                // (it holds either protocol's), which would otherwise size
-                // every connection's task.
-                Protocol::Unsure => {
-                    Box::pin(
-                        watched.drive(protocols.auto.serve_connection_with_upgrades(io, service)),
-                    )
-                    .await
                 }
             }
         });
@@ -198,18 +187,16 @@ async fn turn_away(mut stream: TcpStream) {
     .await;
 }
 
-/// Each protocol's connection settings. A connection whose protocol is
-/// known (TLS ALPN, or the first bytes of a plain one) is served by that
-/// protocol's builder directly: hyper_util's auto builder reads the first
-/// bytes itself and hands them back through a rewind buffer, which makes
-/// hyper grow an HTTP/1.1 connection's read buffer from 8 to 16 KiB, kept
-/// for the connection's life (a waiting device's largest cost).
+/// Each protocol's connection settings. A connection is served by its
+/// protocol's builder, the protocol told by TLS ALPN or by the first bytes
+/// of a plain connection, left unread (`sniff`). hyper_util's auto builder
+/// would read those bytes itself and hand them back through a rewind
+/// buffer, which makes hyper grow an HTTP/1.1 connection's read buffer from
+/// 8 to 16 KiB, kept for the connection's life (a waiting device's largest
+/// cost).
 struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    /// The rare connection not yet telling: a partial HTTP/2 preface, or
-    /// TLS without ALPN.
-    auto: Builder<TokioExecutor>,
 }
 
 impl Protocols {
@@ -224,50 +211,47 @@ impl Protocols {
             .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
             .max_concurrent_streams(HTTP2_MAX_STREAMS);
-        let mut auto = Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-            .max_concurrent_streams(HTTP2_MAX_STREAMS);
-        Self { http1, http2, auto }
+        Self { http1, http2 }
     }
 }
 
 enum Protocol {
     H1,
     H2,
-    Unsure,
 }
 
 /// Every HTTP/2 connection without TLS starts with this.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long to wait for the rest of an HTTP/2 preface cut short.
+const PREFACE_RETRY: Duration = Duration::from_millis(5);
+
 /// The protocol of a plain connection, from its first bytes, left unread
 /// for hyper. `None` when the peer closed (or the socket failed) first.
+/// A preface that has arrived only in part is peeked at again until it is
+/// whole or departs from the preface (the caller bounds the wait).
 async fn sniff(stream: &TcpStream) -> Option<Protocol> {
     let mut first = [0u8; H2_PREFACE.len()];
-    let n = stream.peek(&mut first).await.ok()?;
-    if n == 0 {
-        None
-    } else if first[..n] != H2_PREFACE[..n] {
-        Some(Protocol::H1)
-    } else if n == H2_PREFACE.len() {
-        Some(Protocol::H2)
-    } else {
-        Some(Protocol::Unsure)
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        if n == 0 {
+            return None;
+        } else if first[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::H1);
+        } else if n == H2_PREFACE.len() {
+            return Some(Protocol::H2);
+        }
+        // A peek returns at once while any byte is queued: pause instead.
+        tokio::time::sleep(PREFACE_RETRY).await;
     }
 }
 
 /// A connection under the graceful shutdown and the first-request timeout.
 struct Watched {
     watcher: Watcher,
-    /// Set by the first request. hyper's header timeout starts only once
-    /// the protocol is known; a client that sends nothing at all is cut
-    /// off here instead.
+    /// Set by the first request. A client that sends nothing is cut off
+    /// by `sniff`'s timeout; one that sends an HTTP/2 preface and then no
+    /// request, here (hyper's header timeout is HTTP/1.1's only).
     served_one: Arc<AtomicBool>,
     header_read_timeout: Duration,
     peer: SocketAddr,
