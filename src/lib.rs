@@ -92,6 +92,7 @@ pub async fn serve(
         tokio::spawn(core::webhooks::delivery_loop(app.core.clone())),
         tokio::spawn(core::audit::retention_loop(app.core.clone())),
         tokio::spawn(core::audit_tally::flush_loop(app.core.clone())),
+        tokio::spawn(app.core.store.clone().checkpoint_loop()),
         tokio::spawn(core::blobs::sweep_loop(
             app.core.clone(),
             std::time::Duration::from_secs(app.config.blobs.sweep_interval_seconds.into()),

@@ -16,6 +16,7 @@ mod m20261126_000009_audit;
 mod m20261126_000010_row_security;
 mod m20261126_000011_audit_detail;
 mod m20261126_000012_device_liveness;
+mod m20261127_000001_device_scoped_indexes;
 
 pub use m20261126_000010_row_security::APP_ROLE;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000010_row_security::Migration),
             Box::new(m20261126_000011_audit_detail::Migration),
             Box::new(m20261126_000012_device_liveness::Migration),
+            Box::new(m20261127_000001_device_scoped_indexes::Migration),
         ]
     }
 }

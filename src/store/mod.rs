@@ -23,6 +23,9 @@ use crate::{
     error::Result,
 };
 
+/// How often SQLite's WAL is checkpointed (see [`Store::checkpoint_loop`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -47,13 +50,13 @@ impl Store {
     }
 
     /// Another pool on the same database, created on the calling runtime
-    /// (a PostgreSQL connection serves the runtime that opened it). No
-    /// migrations, no events: for the group-commit writer's own thread.
+    /// (a PostgreSQL connection serves the runtime that opened it), on the
+    /// same bus. No migrations: for the group-commit writer's own thread.
     pub async fn another_pool(&self, connections: u32) -> Result<Self> {
         let db = connect::pool(&self.url, self.timeout, connections).await?;
         Ok(Self {
             db,
-            bus: Bus::new(false),
+            bus: self.bus.clone(),
             url: self.url.clone(),
             timeout: self.timeout,
         })
@@ -119,7 +122,12 @@ impl Store {
                 ..Default::default()
             })
             .await?;
-        Ok(BatchTx { tx, scoped: None })
+        Ok(BatchTx {
+            tx,
+            scoped: None,
+            bus: self.bus.clone(),
+            events: Vec::new(),
+        })
     }
 
     /// Announces `event` now, outside any transaction: to this process, and
@@ -148,6 +156,29 @@ impl Store {
         }
     }
 
+    /// SQLite: copies the WAL into the database file every
+    /// [`CHECKPOINT_EVERY`], on a pool connection of its own, so no
+    /// committing request does it (see `connect::AUTOCHECKPOINT_PAGES`). A
+    /// passive checkpoint waits for no reader or writer. PostgreSQL
+    /// checkpoints by itself: returns at once.
+    pub async fn checkpoint_loop(self) {
+        if self.is_postgres() {
+            return;
+        }
+        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = self
+                .db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            }
+        }
+    }
+
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
     }
@@ -166,6 +197,9 @@ pub struct OrgTx {
 pub struct BatchTx {
     tx: DatabaseTransaction,
     scoped: Option<Uuid>,
+    bus: Bus,
+    /// Published here, delivered at commit (as in an [`OrgTx`]).
+    events: Vec<Event>,
 }
 
 impl BatchTx {
@@ -179,8 +213,20 @@ impl BatchTx {
         Ok(&self.tx)
     }
 
+    /// Publishes `event` with the batch: to other replicas in the
+    /// transaction (PostgreSQL), here once it commits.
+    pub async fn publish(&mut self, event: Event) -> Result<()> {
+        if self.bus.is_shared() {
+            bus::postgres::notify(&self.tx, self.bus.replica(), event).await?;
+        }
+        self.events.push(event);
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        self.bus.deliver(&self.events);
+        Ok(())
     }
 }
 

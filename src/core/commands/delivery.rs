@@ -7,7 +7,10 @@
 //! also ends when the device's keys change (its key may be revoked: the
 //! device must authenticate again) and at shutdown.
 
-use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -15,7 +18,12 @@ use super::{DELIVERED, EXPIRED, FAILED, LEASE, OPEN, QUEUED};
 use crate::{
     auth::DevicePrincipal,
     bus::{DeviceWatch, Event},
-    core::{Core, new_id},
+    core::{
+        Core,
+        ingest::deadline,
+        new_id,
+        writer::{Done, Job},
+    },
     error::{Error, Result},
     store::entities::{command, device_key},
 };
@@ -27,32 +35,78 @@ pub const MAX_PER_DELIVERY: u64 = 100;
 /// order. With `reclaim`, commands delivered but not acknowledged are
 /// delivered again at once (a stream reconnecting) instead of after their
 /// lease. Also expires and fails what is due. Returns the claimed commands
-/// and when the next lease runs out.
+/// and when the next lease runs out. The claim is written by the
+/// group-commit writer, beside other devices' claims and enqueues.
 pub async fn claim(
     core: &Core,
     who: &DevicePrincipal,
     reclaim: bool,
 ) -> Result<(Vec<command::Model>, Option<i64>)> {
-    let now = core.clock.now();
-    let now_ms = now.timestamp_millis();
-    let mut tx = core.store.org_tx(who.org_id).await?;
+    let job = Job::Claim(ClaimRequest {
+        org_id: who.org_id,
+        device_id: who.device_id,
+        reclaim,
+        now: core.clock.now(),
+    });
+    match core.writer.write(job, deadline(core)).await? {
+        Done::Claimed(c) => Ok((c.commands, c.next_lease)),
+        _ => Err(Error::Internal("the writer answered another job".into())),
+    }
+}
+
+/// A device's claim, as the writer runs it.
+pub struct ClaimRequest {
+    pub org_id: Uuid,
+    pub device_id: Uuid,
+    pub reclaim: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// What a claim did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claimed {
+    /// Delivered now, in queue order.
+    pub commands: Vec<command::Model>,
+    /// When the earliest lease still held runs out (Unix ms).
+    pub next_lease: Option<i64>,
+    /// Every command whose status changed (delivered, expired, failed).
+    pub changed: Vec<Uuid>,
+}
+
+/// `status IN ('queued', 'delivered', 'received')` spelled as literals:
+/// the partial index of open commands serves only a query whose condition
+/// matches its own, and bound parameters never do (on SQLite; on
+/// PostgreSQL not in a generic plan).
+fn open_statuses() -> sea_orm::sea_query::SimpleExpr {
+    let list = OPEN.map(|s| format!("'{s}'")).join(", ");
+    sea_orm::sea_query::Expr::cust(format!("status IN ({list})"))
+}
+
+/// Runs `req` in `conn`, a transaction scoped to its organization. Each
+/// command is claimed only if nobody changed it since it was read.
+pub(crate) async fn claim_in(conn: &DatabaseTransaction, req: &ClaimRequest) -> Result<Claimed> {
+    let now_ms = req.now.timestamp_millis();
     let open = command::Entity::find()
-        .filter(command::Column::OrgId.eq(who.org_id))
-        .filter(command::Column::DeviceId.eq(who.device_id))
-        .filter(command::Column::Status.is_in(OPEN))
+        .filter(command::Column::OrgId.eq(req.org_id))
+        .filter(command::Column::DeviceId.eq(req.device_id))
+        .filter(open_statuses())
         .order_by_asc(command::Column::Id)
         .limit(MAX_PER_DELIVERY)
-        .all(tx.conn())
+        .all(conn)
         .await?;
-    let mut claimed = Vec::new();
-    let mut next_lease: Option<i64> = None;
+    let mut out = Claimed {
+        commands: Vec::new(),
+        next_lease: None,
+        changed: Vec::new(),
+    };
+    let lease_until = now_ms + LEASE.as_millis() as i64;
     for c in open {
         let leased = c.status != QUEUED && c.lease_until_ms.is_some_and(|l| l > now_ms);
         let (status, message) = if c.expires_ms <= now_ms {
             (EXPIRED, None)
-        } else if leased && !reclaim {
+        } else if leased && !req.reclaim {
             let until = c.lease_until_ms.unwrap_or(now_ms);
-            next_lease = Some(next_lease.map_or(until, |n| Ord::min(n, until)));
+            out.next_lease = Some(out.next_lease.map_or(until, |n| Ord::min(n, until)));
             continue;
         } else if c.attempt >= c.max_attempts {
             (
@@ -62,10 +116,9 @@ pub async fn claim(
         } else {
             (DELIVERED, None)
         };
-        // Claimed only if nobody changed it since it was read.
         let mut update = command::Entity::update_many()
             .col_expr(command::Column::Status, status.into())
-            .col_expr(command::Column::UpdatedAt, now.into())
+            .col_expr(command::Column::UpdatedAt, req.now.into())
             .filter(command::Column::Id.eq(c.id))
             .filter(command::Column::Attempt.eq(c.attempt))
             .filter(command::Column::Status.eq(c.status.as_str()));
@@ -75,35 +128,30 @@ pub async fn claim(
                     command::Column::Attempt,
                     command::Column::Attempt.into_expr().add(1),
                 )
-                .col_expr(
-                    command::Column::LeaseUntilMs,
-                    Some(now_ms + LEASE.as_millis() as i64).into(),
-                );
-            let until = now_ms + LEASE.as_millis() as i64;
-            next_lease = Some(next_lease.map_or(until, |n| Ord::min(n, until)));
+                .col_expr(command::Column::LeaseUntilMs, Some(lease_until).into());
         } else {
             update = update
                 .col_expr(command::Column::LeaseUntilMs, Option::<i64>::None.into())
-                .col_expr(command::Column::Message, message.clone().into());
+                .col_expr(command::Column::Message, message.into());
         }
-        if update.exec(tx.conn()).await?.rows_affected != 1 {
+        if update.exec(conn).await?.rows_affected != 1 {
             continue;
         }
-        tx.publish(Event::CommandChanged {
-            org_id: c.org_id,
-            command_id: c.id,
-        })
-        .await?;
+        out.changed.push(c.id);
         if status == DELIVERED {
+            out.next_lease = Some(
+                out.next_lease
+                    .map_or(lease_until, |n| Ord::min(n, lease_until)),
+            );
             let mut delivered = c;
             delivered.status = DELIVERED.into();
             delivered.attempt += 1;
-            delivered.lease_until_ms = Some(now_ms + LEASE.as_millis() as i64);
-            claimed.push(delivered);
+            delivered.lease_until_ms = Some(lease_until);
+            delivered.updated_at = req.now;
+            out.commands.push(delivered);
         }
     }
-    tx.commit().await?;
-    Ok((claimed, next_lease))
+    Ok(out)
 }
 
 /// Why a waiter stopped waiting.

@@ -15,11 +15,20 @@
 
 pub mod delivery;
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{Core, devices, new_id, page::PageRequest, validate};
+use super::{
+    Core, devices,
+    ingest::deadline,
+    new_id,
+    page::PageRequest,
+    validate,
+    writer::{Done, Job},
+};
 use crate::{
     auth::{DevicePrincipal, OrgRead, OrgWrite},
     bus::Event,
@@ -52,18 +61,27 @@ pub struct NewCommand {
 }
 
 /// Queues a command for the device (the `id` of the path); a repeated
-/// idempotency key answers the command queued the first time.
+/// idempotency key answers the command queued the first time. The row is
+/// written by the group-commit writer, so concurrent enqueues share a
+/// commit (see `writer::commands`).
 pub async fn enqueue(
     core: &Core,
     access: &OrgWrite,
     device: &str,
     input: NewCommand,
 ) -> Result<command::Model> {
-    let mut tx = core.store.org_tx(access.org_id()).await?;
+    let tx = core.store.org_read(access.org_id()).await?;
     let device = devices::find(&tx, device).await?;
-    let queued = enqueue_in(core, &mut tx, device.id, input).await?;
     tx.commit().await?;
-    Ok(queued)
+    let prepared = prepare(core, access.org_id(), device.id, input)?;
+    match core
+        .writer
+        .write(Job::Command(Box::new(prepared)), deadline(core))
+        .await?
+    {
+        Done::Command(queued) => Ok(*queued),
+        _ => Err(Error::Internal("the writer answered another job".into())),
+    }
 }
 
 /// [`enqueue`] inside a transaction of the device's organization (a
@@ -74,23 +92,29 @@ pub async fn enqueue_in(
     device_id: Uuid,
     input: NewCommand,
 ) -> Result<command::Model> {
+    let prepared = prepare(core, tx.org_id(), device_id, input)?;
+    let (queued, new) = insert(tx.conn(), prepared).await?;
+    if new {
+        for event in queued_events(&queued) {
+            tx.publish(event).await?;
+        }
+    }
+    Ok(queued)
+}
+
+/// The row a valid `input` queues (not yet written).
+fn prepare(
+    core: &Core,
+    org_id: Uuid,
+    device_id: Uuid,
+    input: NewCommand,
+) -> Result<command::Model> {
     let key = input
         .idempotency_key
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .map(str::to_owned);
-    if let Some(key) = &key {
-        let earlier = command::Entity::find()
-            .filter(command::Column::OrgId.eq(tx.org_id()))
-            .filter(command::Column::DeviceId.eq(device_id))
-            .filter(command::Column::IdempotencyKey.eq(key.as_str()))
-            .one(tx.conn())
-            .await?;
-        if let Some(earlier) = earlier {
-            return Ok(earlier);
-        }
-    }
     let payload = match input.payload {
         None => None,
         Some(p @ serde_json::Value::Object(_)) => Some(p.to_string()),
@@ -100,35 +124,62 @@ pub async fn enqueue_in(
     let ttl = input
         .ttl_seconds
         .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.into()));
-    let queued = command::Entity::insert(command::ActiveModel {
-        id: Set(new_id()),
-        org_id: Set(tx.org_id()),
-        device_id: Set(device_id),
-        kind: Set(input.kind.trim().to_owned()),
-        payload: Set(payload),
-        status: Set(QUEUED.into()),
-        attempt: Set(0),
-        max_attempts: Set(
-            i32::try_from(input.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)).unwrap_or(i32::MAX),
-        ),
-        lease_until_ms: Set(None),
-        expires_ms: Set(now.timestamp_millis() + ttl.as_millis() as i64),
-        idempotency_key: Set(key),
-        deployment_id: Set(input.deployment_id),
-        result: Set(None),
-        message: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
+    Ok(command::Model {
+        id: new_id(),
+        org_id,
+        device_id,
+        kind: input.kind.trim().to_owned(),
+        payload,
+        status: QUEUED.into(),
+        attempt: 0,
+        max_attempts: i32::try_from(input.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS))
+            .unwrap_or(i32::MAX),
+        lease_until_ms: None,
+        expires_ms: now.timestamp_millis() + ttl.as_millis() as i64,
+        idempotency_key: key,
+        deployment_id: input.deployment_id,
+        result: None,
+        message: None,
+        created_at: now,
+        updated_at: now,
     })
-    .exec_with_returning(tx.conn())
-    .await?;
-    tx.publish(Event::CommandQueued { device_id }).await?;
-    tx.publish(Event::CommandChanged {
-        org_id: tx.org_id(),
-        command_id: queued.id,
-    })
-    .await?;
-    Ok(queued)
+}
+
+/// Writes a prepared command unless its idempotency key was used before
+/// for the device; answers the stored command and whether it is new.
+pub(crate) async fn insert(
+    conn: &DatabaseTransaction,
+    prepared: command::Model,
+) -> Result<(command::Model, bool)> {
+    if let Some(key) = &prepared.idempotency_key {
+        let earlier = command::Entity::find()
+            .filter(command::Column::OrgId.eq(prepared.org_id))
+            .filter(command::Column::DeviceId.eq(prepared.device_id))
+            .filter(command::Column::IdempotencyKey.eq(key.as_str()))
+            .one(conn)
+            .await?;
+        if let Some(earlier) = earlier {
+            return Ok((earlier, false));
+        }
+    }
+    command::Entity::insert(command::ActiveModel::from(prepared.clone()))
+        .exec_without_returning(conn)
+        .await?;
+    Ok((prepared, true))
+}
+
+/// What queueing `queued` announces: a wake-up for its device's waiter,
+/// and the status change for integrators.
+pub(crate) fn queued_events(queued: &command::Model) -> [Event; 2] {
+    [
+        Event::CommandQueued {
+            device_id: queued.device_id,
+        },
+        Event::CommandChanged {
+            org_id: queued.org_id,
+            command_id: queued.id,
+        },
+    ]
 }
 
 pub async fn list(

@@ -1,6 +1,7 @@
 //! One batch, one transaction: per organization, heartbeats as one
 //! upsert into `device_liveness`, then readings, telemetry and events as one `INSERT …
-//! SELECT` each, and the latest value of each series upserted beside them.
+//! SELECT` each, and the latest value of each series upserted beside them;
+//! then capture rows, and the command queue's jobs in the order they came.
 //!
 //! The rows travel as columns (see [`Columns`]): as `VALUES` lists, chunked
 //! under SQLite's bind-parameter limit; and on PostgreSQL, once a batch is
@@ -46,6 +47,7 @@ pub async fn write(store: &Store, jobs: &[&Job]) -> Result<Vec<Done>> {
         events(conn, jobs, &idx, &mut done).await?;
         super::blobs::pending_records(conn, jobs, &idx, &mut done).await?;
         super::blobs::captures(conn, jobs, &idx, &mut done).await?;
+        super::commands::run(&mut tx, org, jobs, &idx, &mut done).await?;
     }
     tx.commit().await?;
     Ok(done

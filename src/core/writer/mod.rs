@@ -1,5 +1,6 @@
 //! Group commit for everything devices send: heartbeats, readings,
-//! telemetry, events, and the rows of capture uploads. What costs is the commit (a WAL fsync on SQLite, a
+//! telemetry, events, the rows of capture uploads, and the command queue's
+//! enqueues and claims. What costs is the commit (a WAL fsync on SQLite, a
 //! round trip and fsync on PostgreSQL), so one writer task takes every job
 //! queued while the previous batch was committing and writes them in one
 //! transaction, as multi-row statements (see [`batch`]). A caller gets its
@@ -12,6 +13,7 @@
 
 mod batch;
 mod blobs;
+mod commands;
 
 use chrono::{DateTime, Utc};
 use std::{sync::Arc, time::Duration};
@@ -19,9 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
+    core::commands::delivery::{ClaimRequest, Claimed},
     error::{Error, Result},
     metrics::Metrics,
-    store::Store,
+    store::{Store, entities::command},
 };
 
 /// Most jobs committed together.
@@ -105,6 +108,10 @@ pub enum Job {
     /// A capture whose blob is written: its row, detections, and the end
     /// of the blob's pending record.
     Capture(Box<CaptureRows>),
+    /// A command to queue (see `core::commands`).
+    Command(Box<command::Model>),
+    /// A device's claim of its deliverable commands.
+    Claim(ClaimRequest),
 }
 
 pub struct PendingBlobRow {
@@ -136,17 +143,22 @@ impl Job {
             Job::Events(r) => r.org_id,
             Job::PendingBlob(p) => p.org_id,
             Job::Capture(c) => c.row.org_id,
+            Job::Command(c) => c.org_id,
+            Job::Claim(c) => c.org_id,
         }
     }
 }
 
 /// What happened to a job's rows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Done {
     /// Per reading: stored (`true`) or a duplicate of a stored `seq`.
     Readings(Vec<bool>),
     /// Rows stored.
     Stored(usize),
+    /// The command queued, or the one queued earlier with its idempotency key.
+    Command(Box<command::Model>),
+    Claimed(Claimed),
 }
 
 struct Pending {
