@@ -323,7 +323,11 @@ pub async fn list_devices(
             let select = select
                 .join_rev(JoinType::InnerJoin, tagged)
                 .filter(device_tag::Column::OrgId.eq(access.org_id()))
-                .filter(device_tag::Column::Tag.eq(tag));
+                .filter(device_tag::Column::Tag.eq(tag))
+                // Always a range on the tag's device ids, on the first page
+                // too: without it SQLite walks the organization's devices
+                // and sorts, instead of the tag's rows in order.
+                .filter(device_tag::Column::DeviceId.gt(Uuid::nil()));
             page.fetch(select, device_tag::Column::DeviceId, tx.conn(), |m| m.id)
                 .await?
         }

@@ -28,6 +28,7 @@ mod metrics;
 mod migrations;
 mod models;
 mod openapi;
+mod query_plans;
 mod quickstart;
 mod rate_limits;
 mod readme;

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Que
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use uuid::Uuid;
 
-use super::{AlertChange, RESOLVED, evaluate::evaluate_rule};
+use super::{AlertChange, evaluate::evaluate_rule};
 use crate::{
     core::{Core, sensor_types::OFFLINE_SECONDS},
     error::Result,
@@ -85,7 +85,8 @@ async fn sweep_rule(core: &Core, rule: &alert_rule::Model) -> Result<Vec<AlertCh
     ids.extend(
         alert::Entity::find()
             .filter(alert::Column::RuleId.eq(rule.id))
-            .filter(alert::Column::State.ne(RESOLVED))
+            // Open alerts: the partial index `uq_alerts_open` holds them.
+            .filter(alert::Column::ResolvedAt.is_null())
             .select_only()
             .column(alert::Column::DeviceId)
             .into_tuple::<Uuid>()

@@ -9,7 +9,7 @@ use std::{
 };
 use uuid::Uuid;
 
-use super::{RESOLVED, resolve};
+use super::resolve;
 use crate::{
     auth::{OrgRead, OrgWrite},
     bus::Event,
@@ -191,7 +191,7 @@ pub async fn delete_rule(core: &Core, access: &OrgWrite, id: &str) -> Result<()>
     let open = alert::Entity::find()
         .filter(alert::Column::OrgId.eq(tx.org_id()))
         .filter(alert::Column::RuleId.eq(id))
-        .filter(alert::Column::State.ne(RESOLVED))
+        .filter(alert::Column::ResolvedAt.is_null())
         .all(tx.conn())
         .await?;
     for a in open {
