@@ -2,7 +2,8 @@
 //! process of their own (half REST long polls, half gRPC `StreamCommands`,
 //! each device on its own connection), the server's resident memory per
 //! waiting device (long polls and streams apart, then together), then
-//! commands queued at `RATE` per second and the time from the enqueue
+//! commands queued at `RATE` per second (after one unmeasured second at
+//! that rate, to warm up) and the time from the enqueue
 //! request leaving the operator to the command reaching its device (p50,
 //! p99). With `replica` (PostgreSQL) devices wait on a
 //! second server and commands are queued through the first, so delivery
@@ -125,39 +126,23 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         1024.0 * 1024.0 / per_device.max(0.001)
     );
 
-    // Commands at `rate`, each to a device chosen round robin.
+    // Commands at `rate`, each to a device chosen round robin: one second
+    // of them first, not measured (the enqueue client's connections, the
+    // server's statement caches and the WAL's first growth), then
+    // `seconds` of measured ones.
     let http = reqwest::Client::new();
+    let pace = Pace {
+        http: &http,
+        base: &base,
+        owner: &owner,
+        devices: &devices,
+        rate,
+    };
+    pace.send(rate, None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let total = rate * seconds;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let ticker_start = Instant::now();
-    let mut sends = tokio::task::JoinSet::new();
-    for k in 0..total {
-        let due = ticker_start + interval * k as u32;
-        tokio::time::sleep_until(due.into()).await;
-        let (http, base, owner) = (http.clone(), base.clone(), owner.clone());
-        let device = devices[(k as usize * 7919) % n].device_id.clone();
-        sends.spawn(async move {
-            let sent = Instant::now();
-            let sent_us = epoch.elapsed().as_micros() as u64;
-            let ok = http
-                .post(format!("{base}/api/v1/devices/{device}/commands"))
-                .bearer_auth(&owner)
-                .json(&json!({"type": "ping", "payload": {"sent_us": sent_us}}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            (ok, sent.elapsed().as_secs_f64() * 1000.0)
-        });
-    }
-    // When the last enqueue left: behind `seconds` when this process could
-    // not keep the pace (it shares the machine with the server).
-    let sending = ticker_start.elapsed();
-    let mut queued = 0;
-    let mut answers = Vec::new();
-    while let Some(Ok((ok, ms))) = sends.join_next().await {
-        queued += usize::from(ok);
-        answers.push(ms);
-    }
+    let (queued, mut answers, sending) = pace.send(total, Some(epoch)).await;
     let achieved = queued as f64 / ticker_start.elapsed().as_secs_f64();
     answers.sort_by(f64::total_cmp);
     println!(
@@ -276,6 +261,53 @@ async fn create_devices(base: &str, owner: &str, n: usize) -> Result<Vec<Paired>
         out.push(done??);
     }
     Ok(out)
+}
+
+/// Commands queued through the admin API at a steady rate.
+struct Pace<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    owner: &'a str,
+    devices: &'a [Paired],
+    rate: u64,
+}
+
+impl Pace<'_> {
+    /// Queues `count` commands at the rate; with `epoch`, each payload
+    /// carries its send time for the device to measure. Returns how many
+    /// were queued, each enqueue's answer time (ms), and when the last
+    /// left (behind schedule when this process could not keep the pace:
+    /// it shares the machine with the server).
+    async fn send(&self, count: u64, epoch: Option<Instant>) -> (usize, Vec<f64>, Duration) {
+        let interval = Duration::from_secs_f64(1.0 / self.rate as f64);
+        let start = Instant::now();
+        let mut sends = tokio::task::JoinSet::new();
+        for k in 0..count {
+            tokio::time::sleep_until((start + interval * k as u32).into()).await;
+            let device = &self.devices[(k as usize * 7919) % self.devices.len()].device_id;
+            let payload = match epoch {
+                Some(epoch) => json!({"sent_us": epoch.elapsed().as_micros() as u64}),
+                None => json!({"warm_up": true}),
+            };
+            let request = self
+                .http
+                .post(format!("{}/api/v1/devices/{device}/commands", self.base))
+                .bearer_auth(self.owner)
+                .json(&json!({"type": "ping", "payload": payload}));
+            sends.spawn(async move {
+                let sent = Instant::now();
+                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+                (ok, sent.elapsed().as_secs_f64() * 1000.0)
+            });
+        }
+        let sending = start.elapsed();
+        let (mut queued, mut answers) = (0, Vec::new());
+        while let Some(Ok((ok, ms))) = sends.join_next().await {
+            queued += usize::from(ok);
+            answers.push(ms);
+        }
+        (queued, answers, sending)
+    }
 }
 
 /// The `p` quantile of sorted values (0 when there are none).

@@ -75,9 +75,10 @@ fn sqlite(
 /// WAL pages at which a committing connection checkpoints by itself. The
 /// checkpoint loop (`Store::checkpoint_loop`) normally runs first, off the
 /// request path; this bound only holds the WAL's size if it falls behind.
-/// SQLite's default (1,000 pages) made the commit that crossed it, usually
-/// the group-commit writer's, wait for the database file to be written and
-/// synced: hundreds of milliseconds that every request in the batch waited.
+/// At SQLite's default (1,000 pages) the commit that crossed it, usually
+/// the group-commit writer's, copied the WAL into the database file and
+/// synced it while its batch waited (1-4 ms a time at 1,000 commands/s,
+/// several times a second).
 const AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 async fn migrate(url: &str) -> Result<()> {

@@ -453,3 +453,34 @@ async fn watch_commands_streams_status_changes() {
     let nothing = tokio::time::timeout(Duration::from_millis(300), foreign.message()).await;
     assert!(nothing.is_err(), "another organization saw {nothing:?}");
 }
+
+#[tokio::test]
+async fn commands_for_another_organizations_device_or_none_are_404_and_queue_nothing() {
+    let s = common::start().await;
+    let other_key = s.other_org("globex").await;
+    let (theirs, their_key) = s.paired_device_as(&other_key, "their-cam").await;
+    for device in [theirs.clone(), uuid::Uuid::now_v7().to_string()] {
+        let a = s
+            .post(
+                &format!("/api/v1/devices/{device}/commands"),
+                Some(&s.owner_key),
+                json!({"type": "reboot"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    }
+    assert!(
+        poll(&s, &their_key, 0).await.is_empty(),
+        "nothing was queued"
+    );
+    // The same request from the device's own organization is queued.
+    let a = s
+        .post(
+            &format!("/api/v1/devices/{theirs}/commands"),
+            Some(&other_key),
+            json!({"type": "reboot"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(poll(&s, &their_key, 0).await.len(), 1);
+}

@@ -13,10 +13,14 @@
 //! Queueing announces the command on the bus: waiting devices are woken at
 //! once, on every replica (see [`delivery`]).
 
+pub mod ack;
 pub mod delivery;
+
+pub use ack::{Ack, ack};
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -30,10 +34,13 @@ use super::{
     writer::{Done, Job},
 };
 use crate::{
-    auth::{DevicePrincipal, OrgRead, OrgWrite},
+    auth::{OrgRead, OrgWrite},
     bus::Event,
     error::{Error, Result},
-    store::{OrgTx, entities::command},
+    store::{
+        OrgTx,
+        entities::{command, device},
+    },
 };
 
 pub const QUEUED: &str = "queued";
@@ -70,16 +77,17 @@ pub async fn enqueue(
     device: &str,
     input: NewCommand,
 ) -> Result<command::Model> {
-    let tx = core.store.org_read(access.org_id()).await?;
-    let device = devices::find(&tx, device).await?;
-    tx.commit().await?;
-    let prepared = prepare(core, access.org_id(), device.id, input)?;
+    let device_id = validate::path_id("device", device)?;
+    let prepared = prepare(core, access.org_id(), device_id, input)?;
+    // The writer checks that the device is the organization's, in the
+    // batch's transaction: no transaction of its own for the lookup.
     match core
         .writer
         .write(Job::Command(Box::new(prepared)), deadline(core))
         .await?
     {
-        Done::Command(queued) => Ok(*queued),
+        Done::Command(Some(queued)) => Ok(*queued),
+        Done::Command(None) => Err(Error::not_found("device")),
         _ => Err(Error::Internal("the writer answered another job".into())),
     }
 }
@@ -143,6 +151,22 @@ fn prepare(
         created_at: now,
         updated_at: now,
     })
+}
+
+/// Whether `device_id` is a device of `org_id`.
+pub(crate) async fn device_exists(
+    conn: &DatabaseTransaction,
+    org_id: Uuid,
+    device_id: Uuid,
+) -> Result<bool> {
+    Ok(device::Entity::find_by_id(device_id)
+        .filter(device::Column::OrgId.eq(org_id))
+        .select_only()
+        .column(device::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(conn)
+        .await?
+        .is_some())
 }
 
 /// Writes a prepared command unless its idempotency key was used before
@@ -258,59 +282,4 @@ async fn set_status(
     })
     .await?;
     Ok(updated)
-}
-
-pub struct Ack {
-    /// "succeeded" (default), "failed" or "received".
-    pub status: Option<String>,
-    pub message: Option<String>,
-    pub result: Option<serde_json::Value>,
-}
-
-/// The device acknowledges a command: repeating the same acknowledgement
-/// answers the same; an expired command is 409; another device's is 404.
-pub async fn ack(core: &Core, who: &DevicePrincipal, id: &str, ack: Ack) -> Result<command::Model> {
-    let id = validate::path_id("command", id)?;
-    let want = ack.status.unwrap_or_else(|| SUCCEEDED.into());
-    let mut tx = core.store.org_tx(who.org_id).await?;
-    let found = find(&tx, id).await?;
-    if found.device_id != who.device_id {
-        return Err(Error::not_found("command"));
-    }
-    let now = core.clock.now();
-    let expired = found.status == EXPIRED
-        || (OPEN.contains(&found.status.as_str()) && found.expires_ms <= now.timestamp_millis());
-    if expired {
-        if found.status != EXPIRED {
-            set_status(core, &mut tx, found, EXPIRED, None).await?;
-            tx.commit().await?;
-        }
-        return Err(Error::FailedPrecondition("the command expired".into()));
-    }
-    match found.status.as_str() {
-        s if s == want && s != RECEIVED => {
-            // The same final acknowledgement again: the same answer.
-            tx.commit().await?;
-            Ok(found)
-        }
-        SUCCEEDED | FAILED | CANCELLED => Err(Error::FailedPrecondition(format!(
-            "the command is already {}",
-            found.status
-        ))),
-        _ if want == RECEIVED => {
-            let lease = now.timestamp_millis() + LEASE.as_millis() as i64;
-            let updated = set_status(core, &mut tx, found, RECEIVED, Some(lease)).await?;
-            tx.commit().await?;
-            Ok(updated)
-        }
-        _ => {
-            let mut active: command::ActiveModel = found.into();
-            active.result = Set(ack.result.map(|r| r.to_string()));
-            active.message = Set(ack.message);
-            let recorded = active.update(tx.conn()).await?;
-            let updated = set_status(core, &mut tx, recorded, &want, None).await?;
-            tx.commit().await?;
-            Ok(updated)
-        }
-    }
 }

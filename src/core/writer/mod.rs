@@ -21,7 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    core::commands::delivery::{ClaimRequest, Claimed},
+    core::commands::{
+        ack::{AckRequest, Acked},
+        delivery::{ClaimRequest, Claimed},
+    },
     error::{Error, Result},
     metrics::Metrics,
     store::{Store, entities::command},
@@ -112,6 +115,8 @@ pub enum Job {
     Command(Box<command::Model>),
     /// A device's claim of its deliverable commands.
     Claim(ClaimRequest),
+    /// A device's acknowledgement of a command.
+    Ack(Box<AckRequest>),
 }
 
 pub struct PendingBlobRow {
@@ -145,6 +150,7 @@ impl Job {
             Job::Capture(c) => c.row.org_id,
             Job::Command(c) => c.org_id,
             Job::Claim(c) => c.org_id,
+            Job::Ack(a) => a.org_id,
         }
     }
 }
@@ -156,9 +162,11 @@ pub enum Done {
     Readings(Vec<bool>),
     /// Rows stored.
     Stored(usize),
-    /// The command queued, or the one queued earlier with its idempotency key.
-    Command(Box<command::Model>),
+    /// The command queued, or the one queued earlier with its idempotency
+    /// key; none when the device is not the organization's.
+    Command(Option<Box<command::Model>>),
     Claimed(Claimed),
+    Acked(Box<Acked>),
 }
 
 struct Pending {
