@@ -214,16 +214,17 @@ impl BatchTx {
     }
 
     /// Publishes `event` with the batch: to other replicas in the
-    /// transaction (PostgreSQL), here once it commits.
+    /// transaction (PostgreSQL, all of the batch's events together just
+    /// before it commits), here once it commits.
     pub async fn publish(&mut self, event: Event) -> Result<()> {
-        if self.bus.is_shared() {
-            bus::postgres::notify(&self.tx, self.bus.replica(), event).await?;
-        }
         self.events.push(event);
         Ok(())
     }
 
     pub async fn commit(self) -> Result<()> {
+        if self.bus.is_shared() && !self.events.is_empty() {
+            bus::postgres::notify_all(&self.tx, self.bus.replica(), &self.events).await?;
+        }
         self.tx.commit().await?;
         self.bus.deliver(&self.events);
         Ok(())
