@@ -48,12 +48,7 @@ const MAX_PAYLOAD: usize = 7_000;
 /// connection, and a batch of the group-commit writer can carry hundreds.
 pub async fn notify_all(tx: &DatabaseTransaction, from: Uuid, events: &[Event]) -> Result<()> {
     for payload in batch_payloads(from, events) {
-        tx.execute_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), payload.into()],
-        ))
-        .await?;
+        send(tx, payload).await?;
     }
     Ok(())
 }
@@ -90,6 +85,11 @@ fn batch_payloads(from: Uuid, events: &[Event]) -> Vec<String> {
 /// Sends `event` to the other replicas when `tx` commits.
 pub async fn notify(tx: &DatabaseTransaction, from: Uuid, event: Event) -> Result<()> {
     let payload = serde_json::to_string(&Envelope { from, event }).expect("events serialize");
+    send(tx, payload).await
+}
+
+/// One notification on the events channel, sent when `tx` commits.
+async fn send(tx: &DatabaseTransaction, payload: String) -> Result<()> {
     tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "SELECT pg_notify($1, $2)",
