@@ -484,3 +484,71 @@ async fn commands_for_another_organizations_device_or_none_are_404_and_queue_not
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     assert_eq!(poll(&s, &their_key, 0).await.len(), 1);
 }
+
+/// Enqueues and polls of many devices at once share the writer's batches
+/// (one insert for the batch's commands, one read and one claim for its
+/// devices): each device still gets exactly its own commands, in the
+/// order they were queued, and a foreign device's enqueue in the same
+/// batch is refused without touching the rest.
+#[tokio::test]
+async fn concurrent_enqueues_and_polls_each_get_exactly_their_own_commands() {
+    let s = common::start().await;
+    let other_key = s.other_org("globex").await;
+    let (theirs, their_key) = s.paired_device_as(&other_key, "their-cam").await;
+    let mut devices = Vec::new();
+    for n in 0..8 {
+        devices.push(s.paired_device(&format!("cam-{n}")).await);
+    }
+    // Three rounds, each queued at once for every device and the foreign
+    // one, so a device's commands come in order of the rounds.
+    let mut queued: Vec<Vec<String>> = vec![Vec::new(); devices.len()];
+    let s = &s;
+    for round in 0..3 {
+        let ours = devices.iter().map(|(id, _)| async move {
+            s.post(
+                &format!("/api/v1/devices/{id}/commands"),
+                Some(&s.owner_key),
+                json!({"type": "ping", "payload": {"round": round}}),
+            )
+            .await
+        });
+        let theirs = &theirs;
+        let foreign = (0..4).map(|_| async move {
+            s.post(
+                &format!("/api/v1/devices/{theirs}/commands"),
+                Some(&s.owner_key),
+                json!({"type": "ping"}),
+            )
+            .await
+        });
+        let (ours, foreign) = tokio::join!(
+            futures_util::future::join_all(ours),
+            futures_util::future::join_all(foreign)
+        );
+        for (n, a) in ours.into_iter().enumerate() {
+            assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+            queued[n].push(a.body["id"].as_str().unwrap().to_owned());
+        }
+        for a in foreign {
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+        }
+    }
+    let polls = devices.iter().map(|(_, key)| poll(s, key, 0));
+    let delivered = futures_util::future::join_all(polls).await;
+    for (n, commands) in delivered.iter().enumerate() {
+        let ids: Vec<&str> = commands.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, queued[n], "device {n} gets its own commands in order");
+        assert!(commands.iter().all(|c| c["attempt"] == 1), "{commands:?}");
+    }
+    // Leased now: polling again at once delivers nothing to anyone.
+    let again = devices.iter().map(|(_, key)| poll(s, key, 0));
+    for commands in futures_util::future::join_all(again).await {
+        assert!(commands.is_empty(), "{commands:?}");
+    }
+    assert!(
+        poll(s, &their_key, 0).await.is_empty(),
+        "nothing queued for theirs"
+    );
+    let first = &queued[0][0];
+    assert_eq!(status(s, first).await["status"], "delivered");
+}

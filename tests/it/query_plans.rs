@@ -19,6 +19,33 @@ const CASES: &[(&str, &str, &str)] = &[
         "idx_commands_open",
     ),
     (
+        "the claims of a batch (one subquery per device)",
+        "SELECT * FROM (SELECT * FROM commands WHERE org_id = ? AND device_id = ? \
+         AND status IN ('queued', 'delivered', 'received') ORDER BY id LIMIT 100) AS d0 \
+         UNION ALL SELECT * FROM (SELECT * FROM commands WHERE org_id = ? AND device_id = ? \
+         AND status IN ('queued', 'delivered', 'received') ORDER BY id LIMIT 100) AS d1",
+        "idx_commands_open",
+    ),
+    (
+        "the claims' conditional update",
+        "UPDATE commands SET status = 'delivered', attempt = attempt + 1, \
+         lease_until_ms = v.column4, updated_at = v.column5 \
+         FROM (VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)) AS v \
+         WHERE commands.id = v.column1 AND commands.attempt = v.column2 \
+         AND commands.status = v.column3 RETURNING commands.id",
+        "sqlite_autoindex_commands_1",
+    ),
+    (
+        "a batch's enqueues, each checking its device (a point of (org_id, id))",
+        "INSERT INTO commands (id, org_id, device_id, type, payload, status, attempt, \
+         max_attempts, expires_ms, created_at, updated_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, NULLIF(v.column5, ''), \
+         'queued', 0, v.column6, v.column7, v.column8, v.column8 \
+         FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?)) AS v WHERE EXISTS (SELECT 1 FROM devices AS d \
+         WHERE d.id = v.column3 AND d.org_id = v.column2) RETURNING id",
+        "idx_devices_org_id",
+    ),
+    (
         "a device's command list",
         "SELECT * FROM commands WHERE org_id = ? AND device_id = ? AND id > ? ORDER BY id LIMIT ?",
         "idx_commands_device",

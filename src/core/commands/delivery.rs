@@ -7,14 +7,11 @@
 //! also ends when the device's keys change (its key may be revoked: the
 //! device must authenticate again) and at shutdown.
 
-use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::EntityTrait;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{DELIVERED, EXPIRED, FAILED, LEASE, OPEN, QUEUED};
+pub use super::claim::{ClaimRequest, Claimed};
 use crate::{
     auth::DevicePrincipal,
     bus::{DeviceWatch, Event},
@@ -27,9 +24,6 @@ use crate::{
     error::{Error, Result},
     store::entities::{command, device_key},
 };
-
-/// Most commands one delivery hands over.
-pub const MAX_PER_DELIVERY: u64 = 100;
 
 /// Claims the device's deliverable commands as new attempts, in queue
 /// order. With `reclaim`, commands delivered but not acknowledged are
@@ -52,106 +46,6 @@ pub async fn claim(
         Done::Claimed(c) => Ok((c.commands, c.next_lease)),
         _ => Err(Error::Internal("the writer answered another job".into())),
     }
-}
-
-/// A device's claim, as the writer runs it.
-pub struct ClaimRequest {
-    pub org_id: Uuid,
-    pub device_id: Uuid,
-    pub reclaim: bool,
-    pub now: DateTime<Utc>,
-}
-
-/// What a claim did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Claimed {
-    /// Delivered now, in queue order.
-    pub commands: Vec<command::Model>,
-    /// When the earliest lease still held runs out (Unix ms).
-    pub next_lease: Option<i64>,
-    /// Every command whose status changed (delivered, expired, failed).
-    pub changed: Vec<Uuid>,
-}
-
-/// `status IN ('queued', 'delivered', 'received')` spelled as literals:
-/// the partial index of open commands serves only a query whose condition
-/// matches its own, and bound parameters never do (on SQLite; on
-/// PostgreSQL not in a generic plan).
-fn open_statuses() -> sea_orm::sea_query::SimpleExpr {
-    let list = OPEN.map(|s| format!("'{s}'")).join(", ");
-    sea_orm::sea_query::Expr::cust(format!("status IN ({list})"))
-}
-
-/// Runs `req` in `conn`, a transaction scoped to its organization. Each
-/// command is claimed only if nobody changed it since it was read.
-pub(crate) async fn claim_in(conn: &DatabaseTransaction, req: &ClaimRequest) -> Result<Claimed> {
-    let now_ms = req.now.timestamp_millis();
-    let open = command::Entity::find()
-        .filter(command::Column::OrgId.eq(req.org_id))
-        .filter(command::Column::DeviceId.eq(req.device_id))
-        .filter(open_statuses())
-        .order_by_asc(command::Column::Id)
-        .limit(MAX_PER_DELIVERY)
-        .all(conn)
-        .await?;
-    let mut out = Claimed {
-        commands: Vec::new(),
-        next_lease: None,
-        changed: Vec::new(),
-    };
-    let lease_until = now_ms + LEASE.as_millis() as i64;
-    for c in open {
-        let leased = c.status != QUEUED && c.lease_until_ms.is_some_and(|l| l > now_ms);
-        let (status, message) = if c.expires_ms <= now_ms {
-            (EXPIRED, None)
-        } else if leased && !req.reclaim {
-            let until = c.lease_until_ms.unwrap_or(now_ms);
-            out.next_lease = Some(out.next_lease.map_or(until, |n| Ord::min(n, until)));
-            continue;
-        } else if c.attempt >= c.max_attempts {
-            (
-                FAILED,
-                Some(format!("not acknowledged after {} deliveries", c.attempt)),
-            )
-        } else {
-            (DELIVERED, None)
-        };
-        let mut update = command::Entity::update_many()
-            .col_expr(command::Column::Status, status.into())
-            .col_expr(command::Column::UpdatedAt, req.now.into())
-            .filter(command::Column::Id.eq(c.id))
-            .filter(command::Column::Attempt.eq(c.attempt))
-            .filter(command::Column::Status.eq(c.status.as_str()));
-        if status == DELIVERED {
-            update = update
-                .col_expr(
-                    command::Column::Attempt,
-                    command::Column::Attempt.into_expr().add(1),
-                )
-                .col_expr(command::Column::LeaseUntilMs, Some(lease_until).into());
-        } else {
-            update = update
-                .col_expr(command::Column::LeaseUntilMs, Option::<i64>::None.into())
-                .col_expr(command::Column::Message, message.into());
-        }
-        if update.exec(conn).await?.rows_affected != 1 {
-            continue;
-        }
-        out.changed.push(c.id);
-        if status == DELIVERED {
-            out.next_lease = Some(
-                out.next_lease
-                    .map_or(lease_until, |n| Ord::min(n, lease_until)),
-            );
-            let mut delivered = c;
-            delivered.status = DELIVERED.into();
-            delivered.attempt += 1;
-            delivered.lease_until_ms = Some(lease_until);
-            delivered.updated_at = req.now;
-            out.commands.push(delivered);
-        }
-    }
-    Ok(out)
 }
 
 /// Why a waiter stopped waiting.

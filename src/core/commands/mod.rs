@@ -14,6 +14,7 @@
 //! once, on every replica (see [`delivery`]).
 
 pub mod ack;
+pub mod claim;
 pub mod delivery;
 
 pub use ack::{Ack, ack};

@@ -13,6 +13,7 @@
 
 mod batch;
 mod blobs;
+pub(crate) mod columns;
 mod commands;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +24,7 @@ use uuid::Uuid;
 use crate::{
     core::commands::{
         ack::{AckRequest, Acked},
-        delivery::{ClaimRequest, Claimed},
+        claim::{ClaimRequest, Claimed},
     },
     error::{Error, Result},
     metrics::Metrics,
