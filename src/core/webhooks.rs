@@ -14,10 +14,12 @@ use rand::Rng;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter};
 use sha2::Sha256;
 use std::{sync::Arc, time::Duration};
+use tokio::sync::broadcast;
 
 use super::{Core, new_id, page::PageRequest, validate};
 use crate::{
     auth::{OrgRead, OrgWrite, secret},
+    bus::Event,
     error::{Error, Result},
     store::{
         OrgTx,
@@ -193,7 +195,8 @@ fn backoff(attempts: i32) -> Duration {
     Duration::from_secs_f64(base * jitter)
 }
 
-/// Sends due deliveries until shutdown; wakes on new alert changes.
+/// Sends due deliveries until shutdown; wakes when an alert changes (what
+/// queues deliveries) or the next retry is due.
 pub async fn delivery_loop(core: Arc<Core>) {
     let client = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
@@ -212,8 +215,22 @@ pub async fn delivery_loop(core: Arc<Core>) {
         let wait = next.unwrap_or(Duration::from_secs(60));
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = changes.recv() => {}
+            () = alert_changed(&mut changes) => {}
             () = core.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Waits for an event that may have queued deliveries. The bus carries
+/// every event (a fleet's commands are thousands a second): waking on each
+/// cost two queries per event.
+async fn alert_changed(changes: &mut broadcast::Receiver<Event>) {
+    loop {
+        match changes.recv().await {
+            Ok(Event::AlertChanged { .. } | Event::Resync)
+            | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
 }
