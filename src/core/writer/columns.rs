@@ -11,6 +11,9 @@ use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseTransaction, Statement, Value, sea_query::ArrayType,
 };
 
+use std::collections::HashSet;
+use uuid::Uuid;
+
 use crate::error::Result;
 
 /// Rows per `VALUES` statement (9 parameters at most, under SQLite's
@@ -145,6 +148,22 @@ impl Columns {
             }
         }
         Ok((affected, back))
+    }
+}
+
+impl Columns {
+    /// [`Columns::run`] for a statement that ends `RETURNING id`: the ids
+    /// of the rows it wrote.
+    pub(crate) async fn returning_ids(
+        &self,
+        conn: &DatabaseTransaction,
+        before: &str,
+        after: &str,
+    ) -> Result<HashSet<Uuid>> {
+        let (_, back) = self.run(conn, before, after, &[], true).await?;
+        back.iter()
+            .map(|row| Ok(row.try_get::<Uuid>("", "id")?))
+            .collect()
     }
 }
 

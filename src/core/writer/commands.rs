@@ -142,25 +142,19 @@ async fn insert_plain(
             c.created_at.into(),
         ]);
     }
-    let (_, back) = rows
-        .run(
-            conn,
-            &format!(
-                "INSERT INTO commands (id, org_id, device_id, type, payload, status, attempt, \
-                 max_attempts, expires_ms, created_at, updated_at) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, NULLIF(v.column5, ''), \
-                 '{}', 0, v.column6, v.column7, v.column8, v.column8 FROM ",
-                crate::core::commands::QUEUED
-            ),
-            " WHERE EXISTS (SELECT 1 FROM devices AS d WHERE d.id = v.column3 \
-             AND d.org_id = v.column2) RETURNING id",
-            &[],
-            true,
-        )
-        .await?;
-    back.iter()
-        .map(|row| Ok(row.try_get::<Uuid>("", "id")?))
-        .collect()
+    rows.returning_ids(
+        conn,
+        &format!(
+            "INSERT INTO commands (id, org_id, device_id, type, payload, status, attempt, \
+             max_attempts, expires_ms, created_at, updated_at) \
+             SELECT v.column1, v.column2, v.column3, v.column4, NULLIF(v.column5, ''), \
+             '{}', 0, v.column6, v.column7, v.column8, v.column8 FROM ",
+            crate::core::commands::QUEUED
+        ),
+        " WHERE EXISTS (SELECT 1 FROM devices AS d WHERE d.id = v.column3 \
+         AND d.org_id = v.column2) RETURNING id",
+    )
+    .await
 }
 
 /// Claims in rounds of distinct devices: a device claiming twice in one
