@@ -1,9 +1,14 @@
 //! The row-rate baseline: the same readings written straight into the same
-//! database, without the server. PostgreSQL takes them by `COPY`; SQLite by
+//! database, without the server. PostgreSQL takes them by `COPY` (on a
+//! connection of the URL's own role, `postgres` in the README: row security
+//! refuses COPY to the server's role); SQLite by
 //! multi-row `INSERT`s, each batch in one transaction. Batches are the size
 //! a full group commit would write (`concurrency × 50` rows).
 
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, Statement, TransactionTrait, Value,
+    sqlx::{Connection, postgres::PgConnection},
+};
 use std::time::{Duration, Instant};
 use swrm::store::Store;
 use uuid::Uuid;
@@ -21,10 +26,17 @@ pub async fn insert_rows(
     let started = Instant::now();
     let mut rows = 0usize;
     let now = chrono::Utc::now().timestamp_millis();
+    // The server's own role is bound by row security, which refuses COPY:
+    // the baseline connects as the URL's role.
+    let mut pg = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let url = std::env::var("SWRM_DATABASE_URL")?;
+            Some(PgConnection::connect(&url).await?)
+        }
+        _ => None,
+    };
     while Instant::now() < deadline {
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            let pool = db.get_postgres_connection_pool();
-            let mut conn = pool.acquire().await?;
+        if let Some(conn) = pg.as_mut() {
             // Row security admits the organization the transaction names.
             sea_orm::sqlx::query("BEGIN").execute(&mut *conn).await?;
             sea_orm::sqlx::query("SELECT set_config('swrm.org_id', $1, true)")
@@ -44,7 +56,9 @@ pub async fn insert_rows(
                 ));
             }
             copy.send(text.as_bytes()).await?;
-            copy.finish().await?;
+            copy.finish().await.map_err(|e| {
+                format!("{e}: the raw baseline's COPY needs a role that bypasses row security (postgres)")
+            })?;
             sea_orm::sqlx::query("COMMIT").execute(&mut *conn).await?;
         } else {
             let tx = db.begin().await?;
