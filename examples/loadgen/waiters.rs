@@ -7,9 +7,10 @@
 //! request leaving the operator to the command reaching its device (p50,
 //! p99). With `replica` (PostgreSQL) devices wait on a
 //! second server and commands are queued through the first, so delivery
-//! crosses the bus.
+//! crosses the bus. With `ack` each device acknowledges each command it
+//! gets (`succeeded`) before it waits again, as the reference agent does.
 //!
-//!   cargo build --release && cargo run --release --example loadgen -- waiters [N] [RATE] [SECONDS]
+//!   cargo build --release && cargo run --release --example loadgen -- waiters [N] [RATE] [SECONDS] [replica] [ack]
 //!   SWRM_DATABASE_URL=postgres://… cargo run --release --example loadgen -- waiters 10000 1000 5 replica
 //!
 //! The server is `target/release/swrm` (build it first).
@@ -42,7 +43,9 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         .unwrap_or(10_000);
     let rate: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
-    let replica = args.next().as_deref() == Some("replica");
+    let rest: Vec<String> = args.collect();
+    let replica = rest.iter().any(|a| a == "replica");
+    let ack = rest.iter().any(|a| a == "ack");
     raise_fd_limit();
     let database_url = std::env::var("SWRM_DATABASE_URL").ok();
     if replica && database_url.is_none() {
@@ -63,7 +66,7 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
 
     let devices = create_devices(&base, &owner, n).await?;
     println!(
-        "swrm loadgen waiters: {n} devices ({} long poll, {} gRPC stream), {rate} commands/s for {seconds} s, database {}{}",
+        "swrm loadgen waiters: {n} devices ({} long poll, {} gRPC stream), {rate} commands/s for {seconds} s, database {}{}{}",
         n / 2,
         n - n / 2,
         if database_url.is_some() {
@@ -73,6 +76,11 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         },
         if replica {
             ", devices on a second replica"
+        } else {
+            ""
+        },
+        if ack {
+            ", each command acknowledged"
         } else {
             ""
         }
@@ -92,9 +100,9 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
             let (base, key) = (wait_base.clone(), device.key.clone());
             let (latencies, connected) = (latencies.clone(), connected.clone());
             if kind == "long poll" {
-                tokio::spawn(long_poll(base, key, epoch, latencies, connected));
+                tokio::spawn(long_poll(base, key, epoch, latencies, connected, ack));
             } else {
-                tokio::spawn(stream(base, key, epoch, latencies, connected));
+                tokio::spawn(stream(base, key, epoch, latencies, connected, ack));
             }
             if i % 500 == 499 {
                 // Connection setup in waves, as a fleet reconnects.
@@ -336,6 +344,7 @@ async fn long_poll(
     epoch: Instant,
     latencies: Latencies,
     connected: Arc<AtomicUsize>,
+    ack: bool,
 ) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -360,6 +369,14 @@ async fn long_poll(
         };
         for c in body["commands"].as_array().into_iter().flatten() {
             record(&latencies, epoch, &c["payload"]);
+            if ack && let Some(id) = c["id"].as_str() {
+                let _ = http
+                    .post(format!("{base}/api/public/v1/commands/{id}/ack"))
+                    .bearer_auth(&key)
+                    .json(&json!({"status": "succeeded"}))
+                    .send()
+                    .await;
+            }
         }
     }
 }
@@ -371,6 +388,7 @@ async fn stream(
     epoch: Instant,
     latencies: Latencies,
     connected: Arc<AtomicUsize>,
+    ack: bool,
 ) {
     let Ok(channel) = tonic::transport::Channel::from_shared(base)
         .expect("a URL")
@@ -381,8 +399,9 @@ async fn stream(
     };
     let mut client = proto::device_service_client::DeviceServiceClient::new(channel);
     let mut req = tonic::Request::new(proto::StreamCommandsRequest {});
-    let bearer = format!("Bearer {key}").parse().expect("ascii");
-    req.metadata_mut().insert("authorization", bearer);
+    let bearer: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {key}").parse().expect("ascii");
+    req.metadata_mut().insert("authorization", bearer.clone());
     let Ok(res) = client.stream_commands(req).await else {
         return;
     };
@@ -392,6 +411,15 @@ async fn stream(
         if let Some(payload) = c.payload {
             let payload = serde_json::to_value(payload).unwrap_or_default();
             record(&latencies, epoch, &payload);
+        }
+        if ack {
+            let mut req = tonic::Request::new(proto::AckCommandRequest {
+                id: c.id.clone(),
+                status: Some("succeeded".into()),
+                ..Default::default()
+            });
+            req.metadata_mut().insert("authorization", bearer.clone());
+            let _ = client.ack_command(req).await;
         }
     }
 }

@@ -552,3 +552,52 @@ async fn concurrent_enqueues_and_polls_each_get_exactly_their_own_commands() {
     let first = &queued[0][0];
     assert_eq!(status(s, first).await["status"], "delivered");
 }
+
+/// Acks of many devices at once share the writer's batches (one read and
+/// one write for the batch): each answers for its own command, the same
+/// ack sent twice at once answers the same, and an ack of another
+/// device's command is 404 and changes nothing.
+#[tokio::test]
+async fn concurrent_acks_each_answer_for_their_own_command() {
+    let s = common::start().await;
+    let s = &s;
+    let mut devices = Vec::new();
+    for n in 0..8 {
+        let (id, key) = s.paired_device(&format!("cam-{n}")).await;
+        let queued = queue(s, &id, json!({"type": "ping"})).await;
+        assert_eq!(poll(s, &key, 0).await.len(), 1);
+        devices.push((key, queued["id"].as_str().unwrap().to_owned()));
+    }
+    let acks = devices.iter().enumerate().flat_map(|(n, (key, id))| {
+        let body =
+            json!({"status": "succeeded", "message": format!("done {n}"), "result": {"n": n}});
+        [
+            (key.clone(), id.clone(), body.clone()),
+            (key.clone(), id.clone(), body),
+        ]
+    });
+    // Device 0 also acks device 1's command.
+    let foreign = (
+        devices[0].0.clone(),
+        devices[1].1.clone(),
+        json!({"status": "failed"}),
+    );
+    let answers = futures_util::future::join_all(
+        acks.chain([foreign])
+            .map(|(key, id, body)| async move { ack(s, &key, &id, body).await }),
+    )
+    .await;
+    let (foreign, ours) = answers.split_last().unwrap();
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.body);
+    for (n, pair) in ours.chunks(2).enumerate() {
+        for a in pair {
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+            assert_eq!(a.body["status"], "succeeded", "{}", a.body);
+        }
+        let stored = status(s, &devices[n].1).await;
+        assert_eq!(stored["status"], "succeeded", "{stored}");
+        assert_eq!(stored["message"], format!("done {n}"), "{stored}");
+        // A protobuf Struct's numbers are doubles.
+        assert_eq!(stored["result"]["n"].as_f64(), Some(n as f64), "{stored}");
+    }
+}

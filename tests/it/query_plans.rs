@@ -46,6 +46,18 @@ const CASES: &[(&str, &str, &str)] = &[
         "idx_devices_org_id",
     ),
     (
+        "a batch's acks, read",
+        "SELECT * FROM commands WHERE id IN (?, ?)",
+        "sqlite_autoindex_commands_1",
+    ),
+    (
+        "a batch's acks, written",
+        "UPDATE commands SET status = v.column1, lease_until_ms = v.column2, \
+         result = v.column3, message = v.column4, updated_at = v.column5 \
+         FROM (VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)) AS v WHERE commands.id = v.column6",
+        "sqlite_autoindex_commands_1",
+    ),
+    (
         "a device's command list",
         "SELECT * FROM commands WHERE org_id = ? AND device_id = ? AND id > ? ORDER BY id LIMIT ?",
         "idx_commands_device",

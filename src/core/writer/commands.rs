@@ -46,17 +46,30 @@ pub(super) async fn run(
     done: &mut [Option<Done>],
 ) -> Result<()> {
     enqueues(tx, org, jobs, idx, done).await?;
-    for &i in idx {
-        let Job::Ack(req) = jobs[i] else { continue };
-        let acked = ack::ack_in(tx.scope(org).await?, req).await?;
-        if let Some(command_id) = acked.changed {
-            tx.publish(Event::CommandChanged {
-                org_id: org,
-                command_id,
+    let acks: Vec<usize> = idx
+        .iter()
+        .copied()
+        .filter(|&i| matches!(jobs[i], Job::Ack(_)))
+        .collect();
+    if !acks.is_empty() {
+        let reqs: Vec<&ack::AckRequest> = acks
+            .iter()
+            .filter_map(|&i| match jobs[i] {
+                Job::Ack(req) => Some(&**req),
+                _ => None,
             })
-            .await?;
+            .collect();
+        let acked = ack::ack_all(tx.scope(org).await?, &reqs).await?;
+        for (i, acked) in acks.into_iter().zip(acked) {
+            if let Some(command_id) = acked.changed {
+                tx.publish(Event::CommandChanged {
+                    org_id: org,
+                    command_id,
+                })
+                .await?;
+            }
+            done[i] = Some(Done::Acked(Box::new(acked)));
         }
-        done[i] = Some(Done::Acked(Box::new(acked)));
     }
     claims(tx, org, jobs, idx, done).await
 }
