@@ -91,6 +91,8 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
     let epoch = Instant::now();
     let latencies: Latencies = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
+    // Acks answered 200, when devices acknowledge.
+    let acked = ack.then(|| Arc::new(AtomicUsize::new(0)));
     // Long polls first, then streams, so each kind's memory shows apart.
     let (polls, streams) = devices.split_at(n / 2);
     let mut rss = before;
@@ -100,9 +102,23 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
             let (base, key) = (wait_base.clone(), device.key.clone());
             let (latencies, connected) = (latencies.clone(), connected.clone());
             if kind == "long poll" {
-                tokio::spawn(long_poll(base, key, epoch, latencies, connected, ack));
+                tokio::spawn(long_poll(
+                    base,
+                    key,
+                    epoch,
+                    latencies,
+                    connected,
+                    acked.clone(),
+                ));
             } else {
-                tokio::spawn(stream(base, key, epoch, latencies, connected, ack));
+                tokio::spawn(stream(
+                    base,
+                    key,
+                    epoch,
+                    latencies,
+                    connected,
+                    acked.clone(),
+                ));
             }
             if i % 500 == 499 {
                 // Connection setup in waves, as a fleet reconnects.
@@ -171,6 +187,13 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         pct(0.99),
         l.last().copied().unwrap_or(0.0)
     );
+    if let Some(acked) = &acked {
+        println!(
+            "acknowledged (200) {} of the {} commands delivered, warm-up included",
+            acked.load(Ordering::Relaxed),
+            rate * (seconds + 1)
+        );
+    }
     let _ = primary.start_kill();
     if let Some(mut s) = second {
         let _ = s.start_kill();
@@ -344,7 +367,7 @@ async fn long_poll(
     epoch: Instant,
     latencies: Latencies,
     connected: Arc<AtomicUsize>,
-    ack: bool,
+    acked: Option<Arc<AtomicUsize>>,
 ) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -369,13 +392,16 @@ async fn long_poll(
         };
         for c in body["commands"].as_array().into_iter().flatten() {
             record(&latencies, epoch, &c["payload"]);
-            if ack && let Some(id) = c["id"].as_str() {
-                let _ = http
+            if let (Some(acked), Some(id)) = (&acked, c["id"].as_str()) {
+                let answer = http
                     .post(format!("{base}/api/public/v1/commands/{id}/ack"))
                     .bearer_auth(&key)
                     .json(&json!({"status": "succeeded"}))
                     .send()
                     .await;
+                if answer.is_ok_and(|a| a.status().is_success()) {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -388,7 +414,7 @@ async fn stream(
     epoch: Instant,
     latencies: Latencies,
     connected: Arc<AtomicUsize>,
-    ack: bool,
+    acked: Option<Arc<AtomicUsize>>,
 ) {
     let Ok(channel) = tonic::transport::Channel::from_shared(base)
         .expect("a URL")
@@ -412,14 +438,16 @@ async fn stream(
             let payload = serde_json::to_value(payload).unwrap_or_default();
             record(&latencies, epoch, &payload);
         }
-        if ack {
+        if let Some(acked) = &acked {
             let mut req = tonic::Request::new(proto::AckCommandRequest {
                 id: c.id.clone(),
                 status: Some("succeeded".into()),
                 ..Default::default()
             });
             req.metadata_mut().insert("authorization", bearer.clone());
-            let _ = client.ack_command(req).await;
+            if client.ack_command(req).await.is_ok() {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
