@@ -35,6 +35,17 @@ use tokio_stream::StreamExt;
 
 type Latencies = Arc<Mutex<Vec<f64>>>;
 
+/// What every simulated device shares: the clock its commands' payloads
+/// are stamped against, and the counters it reports to.
+#[derive(Clone)]
+struct Tally {
+    epoch: Instant,
+    latencies: Latencies,
+    connected: Arc<AtomicUsize>,
+    /// Acks answered 200, when devices acknowledge.
+    acked: Option<Arc<AtomicUsize>>,
+}
+
 pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::Error> {
     let n: usize = args
         .next()
@@ -91,8 +102,12 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
     let epoch = Instant::now();
     let latencies: Latencies = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
-    // Acks answered 200, when devices acknowledge.
-    let acked = ack.then(|| Arc::new(AtomicUsize::new(0)));
+    let tally = Tally {
+        epoch,
+        latencies: latencies.clone(),
+        connected: connected.clone(),
+        acked: ack.then(|| Arc::new(AtomicUsize::new(0))),
+    };
     // Long polls first, then streams, so each kind's memory shows apart.
     let (polls, streams) = devices.split_at(n / 2);
     let mut rss = before;
@@ -100,25 +115,10 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         let target = connected.load(Ordering::Relaxed) + group.len();
         for (i, device) in group.iter().enumerate() {
             let (base, key) = (wait_base.clone(), device.key.clone());
-            let (latencies, connected) = (latencies.clone(), connected.clone());
             if kind == "long poll" {
-                tokio::spawn(long_poll(
-                    base,
-                    key,
-                    epoch,
-                    latencies,
-                    connected,
-                    acked.clone(),
-                ));
+                tokio::spawn(long_poll(base, key, tally.clone()));
             } else {
-                tokio::spawn(stream(
-                    base,
-                    key,
-                    epoch,
-                    latencies,
-                    connected,
-                    acked.clone(),
-                ));
+                tokio::spawn(stream(base, key, tally.clone()));
             }
             if i % 500 == 499 {
                 // Connection setup in waves, as a fleet reconnects.
@@ -187,7 +187,7 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> Result<(), fleet::E
         pct(0.99),
         l.last().copied().unwrap_or(0.0)
     );
-    if let Some(acked) = &acked {
+    if let Some(acked) = &tally.acked {
         println!(
             "acknowledged (200) {} of the {} commands delivered, warm-up included",
             acked.load(Ordering::Relaxed),
@@ -361,14 +361,7 @@ fn record(latencies: &Latencies, epoch: Instant, payload: &Value) {
 }
 
 /// A device holding REST long polls, each on its own connection.
-async fn long_poll(
-    base: String,
-    key: String,
-    epoch: Instant,
-    latencies: Latencies,
-    connected: Arc<AtomicUsize>,
-    acked: Option<Arc<AtomicUsize>>,
-) {
+async fn long_poll(base: String, key: String, tally: Tally) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()
@@ -380,7 +373,7 @@ async fn long_poll(
             .bearer_auth(&key)
             .send();
         if first {
-            connected.fetch_add(1, Ordering::Relaxed);
+            tally.connected.fetch_add(1, Ordering::Relaxed);
             first = false;
         }
         let Ok(res) = req.await else {
@@ -391,8 +384,8 @@ async fn long_poll(
             continue;
         };
         for c in body["commands"].as_array().into_iter().flatten() {
-            record(&latencies, epoch, &c["payload"]);
-            if let (Some(acked), Some(id)) = (&acked, c["id"].as_str()) {
+            record(&tally.latencies, tally.epoch, &c["payload"]);
+            if let (Some(acked), Some(id)) = (&tally.acked, c["id"].as_str()) {
                 let answer = http
                     .post(format!("{base}/api/public/v1/commands/{id}/ack"))
                     .bearer_auth(&key)
@@ -408,14 +401,7 @@ async fn long_poll(
 }
 
 /// A device holding a `StreamCommands` stream on its own HTTP/2 connection.
-async fn stream(
-    base: String,
-    key: String,
-    epoch: Instant,
-    latencies: Latencies,
-    connected: Arc<AtomicUsize>,
-    acked: Option<Arc<AtomicUsize>>,
-) {
+async fn stream(base: String, key: String, tally: Tally) {
     let Ok(channel) = tonic::transport::Channel::from_shared(base)
         .expect("a URL")
         .connect()
@@ -431,14 +417,14 @@ async fn stream(
     let Ok(res) = client.stream_commands(req).await else {
         return;
     };
-    connected.fetch_add(1, Ordering::Relaxed);
+    tally.connected.fetch_add(1, Ordering::Relaxed);
     let mut commands = res.into_inner();
     while let Some(Ok(c)) = commands.next().await {
         if let Some(payload) = c.payload {
             let payload = serde_json::to_value(payload).unwrap_or_default();
-            record(&latencies, epoch, &payload);
+            record(&tally.latencies, tally.epoch, &payload);
         }
-        if let Some(acked) = &acked {
+        if let Some(acked) = &tally.acked {
             let mut req = tonic::Request::new(proto::AckCommandRequest {
                 id: c.id.clone(),
                 status: Some("succeeded".into()),
