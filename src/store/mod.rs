@@ -216,9 +216,8 @@ impl BatchTx {
     /// Publishes `event` with the batch: to other replicas in the
     /// transaction (PostgreSQL, all of the batch's events together just
     /// before it commits), here once it commits.
-    pub async fn publish(&mut self, event: Event) -> Result<()> {
+    pub fn publish(&mut self, event: Event) {
         self.events.push(event);
-        Ok(())
     }
 
     pub async fn commit(self) -> Result<()> {

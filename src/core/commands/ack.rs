@@ -14,7 +14,7 @@ use sea_orm::{
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use super::{CANCELLED, EXPIRED, FAILED, LEASE, OPEN, RECEIVED, SUCCEEDED};
+use super::{CANCELLED, EXPIRED, FAILED, LEASE, OPEN, RECEIVED, SUCCEEDED, update_each_by_id};
 use crate::{
     auth::DevicePrincipal,
     core::{
@@ -191,7 +191,7 @@ fn refused(why: Refused, changed: Option<Uuid>) -> Acked {
 /// The commands `ids` (those of the transaction's organization), each by
 /// its primary key. On PostgreSQL a lateral subquery per id that cannot be
 /// flattened (`OFFSET 0`): a plan cached without statistics joined a list
-/// to the organization's index instead (see `claim::deliver`).
+/// to the organization's index instead (see [`update_each_by_id`]).
 async fn read(conn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<command::Model>> {
     let backend = conn.get_database_backend();
     let mut rows = Vec::new();
@@ -220,44 +220,33 @@ async fn read(conn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<command::M
 }
 
 /// Writes the new state of `rows`: on PostgreSQL one primary-key update
-/// each, as common table expressions of one statement; on SQLite one
-/// `UPDATE … FROM (VALUES …)`.
+/// each (see [`update_each_by_id`]); on SQLite one `UPDATE … FROM (VALUES
+/// …)`.
 async fn write(conn: &DatabaseTransaction, rows: &[&command::Model]) -> Result<()> {
     let backend = conn.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        let updates = rows
+            .iter()
+            .map(|c| {
+                (
+                    "UPDATE commands SET status = $, lease_until_ms = $, result = $, \
+                     message = $, updated_at = $ WHERE id = $ RETURNING id"
+                        .to_owned(),
+                    columns(c).to_vec(),
+                )
+            })
+            .collect();
+        update_each_by_id(conn, updates).await?;
+        return Ok(());
+    }
     for chunk in rows.chunks(ACKS_PER_STATEMENT) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
-        let sql = if backend == DatabaseBackend::Postgres {
-            let mut ctes = Vec::with_capacity(chunk.len());
-            for (k, c) in chunk.iter().enumerate() {
-                let n = values.len();
-                ctes.push(format!(
-                    "u{k} AS (UPDATE commands SET status = ${}, lease_until_ms = ${}, \
-                     result = ${}, message = ${}, updated_at = ${} WHERE id = ${} RETURNING id)",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6
-                ));
-                values.extend(columns(c));
-            }
-            let select = (0..chunk.len())
-                .map(|k| format!("SELECT id FROM u{k}"))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            format!("WITH {} {select}", ctes.join(", "))
-        } else {
-            let list = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            for c in chunk {
-                values.extend(columns(c));
-            }
-            format!(
-                "UPDATE commands SET status = v.column1, lease_until_ms = v.column2, \
-                 result = v.column3, message = v.column4, updated_at = v.column5 \
-                 FROM (VALUES {list}) AS v WHERE commands.id = v.column6"
-            )
-        };
+        let list = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let values: Vec<Value> = chunk.iter().flat_map(|c| columns(c)).collect();
+        let sql = format!(
+            "UPDATE commands SET status = v.column1, lease_until_ms = v.column2, \
+             result = v.column3, message = v.column4, updated_at = v.column5 \
+             FROM (VALUES {list}) AS v WHERE commands.id = v.column6"
+        );
         conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
     }

@@ -18,7 +18,7 @@ use sea_orm::{
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-use super::{DELIVERED, EXPIRED, FAILED, LEASE, OPEN, QUEUED};
+use super::{DELIVERED, EXPIRED, FAILED, LEASE, OPEN, QUEUED, update_each_by_id};
 use crate::{
     core::writer::columns::{Columns, Kind, placeholders},
     error::Result,
@@ -30,8 +30,6 @@ pub const MAX_PER_DELIVERY: u64 = 100;
 /// Devices whose open commands one statement reads (SQLite: one
 /// subquery each).
 const DEVICES_PER_READ: usize = 64;
-/// Deliveries one PostgreSQL statement claims (five parameters each).
-const UPDATES_PER_STATEMENT: usize = 100;
 
 /// A device's claim, as the writer runs it.
 pub struct ClaimRequest {
@@ -206,12 +204,8 @@ async fn read_open(
 /// `status` are still as read; answers the ones claimed.
 ///
 /// SQLite joins a `VALUES` list of them (`UPDATE … FROM`), searching the
-/// primary key for each. PostgreSQL is sent one update per command, as
-/// common table expressions of one statement: it plans a join from the
-/// organization's index when the table had no statistics yet (a new
-/// server) and kept that plan as the table grew, reading the
-/// organization's commands for every claim (seen with `auto_explain`); a
-/// primary-key match has one plan whatever the statistics.
+/// primary key for each; PostgreSQL is sent one update per command (see
+/// [`update_each_by_id`]).
 async fn deliver(
     conn: &DatabaseTransaction,
     reqs: &[&ClaimRequest],
@@ -225,35 +219,23 @@ async fn deliver(
          lease_until_ms = $, updated_at = $"
     );
     if conn.get_database_backend() == DatabaseBackend::Postgres {
-        let mut won = HashSet::new();
-        for chunk in deliveries.chunks(UPDATES_PER_STATEMENT) {
-            let (mut ctes, mut values) = (Vec::new(), Vec::<Value>::new());
-            for (k, (n, c)) in chunk.iter().enumerate() {
+        let updates = deliveries
+            .iter()
+            .map(|(n, c)| {
                 let now = reqs[*n].now;
-                ctes.push(format!(
-                    "u{k} AS ({set} WHERE id = $ AND attempt = $ AND status = $ RETURNING id)"
-                ));
-                values.extend([
-                    lease_until(now).into(),
-                    now.into(),
-                    c.id.into(),
-                    c.attempt.into(),
-                    c.status.clone().into(),
-                ]);
-            }
-            let select = (0..chunk.len())
-                .map(|k| format!("SELECT id FROM u{k}"))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            let sql = format!("WITH {} {select}", ctes.join(", "));
-            let backend = DatabaseBackend::Postgres;
-            let statement =
-                Statement::from_sql_and_values(backend, placeholders(backend, &sql, 0), values);
-            for row in conn.query_all_raw(statement).await? {
-                won.insert(row.try_get::<Uuid>("", "id")?);
-            }
-        }
-        return Ok(won);
+                (
+                    format!("{set} WHERE id = $ AND attempt = $ AND status = $ RETURNING id"),
+                    vec![
+                        lease_until(now).into(),
+                        now.into(),
+                        c.id.into(),
+                        c.attempt.into(),
+                        c.status.clone().into(),
+                    ],
+                )
+            })
+            .collect();
+        return update_each_by_id(conn, updates).await;
     }
     let mut rows = Columns::new(&[Kind::Uuid, Kind::Int, Kind::Text, Kind::Int, Kind::Time]);
     for (n, c) in deliveries {

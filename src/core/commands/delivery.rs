@@ -11,7 +11,7 @@ use sea_orm::EntityTrait;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub use super::claim::{ClaimRequest, Claimed};
+use super::claim::ClaimRequest;
 use crate::{
     auth::DevicePrincipal,
     bus::{DeviceWatch, Event},

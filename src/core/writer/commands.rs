@@ -30,7 +30,7 @@ use super::{
 use crate::{
     bus::Event,
     core::commands::{
-        ack,
+        ack::{self, AckRequest},
         claim::{self, ClaimRequest},
         device_exists, insert, queued_events,
     },
@@ -46,32 +46,19 @@ pub(super) async fn run(
     done: &mut [Option<Done>],
 ) -> Result<()> {
     enqueues(tx, org, jobs, idx, done).await?;
-    let acks: Vec<usize> = idx
-        .iter()
-        .copied()
-        .filter(|&i| matches!(jobs[i], Job::Ack(_)))
-        .collect();
-    if !acks.is_empty() {
-        let reqs: Vec<&ack::AckRequest> = acks
-            .iter()
-            .filter_map(|&i| match jobs[i] {
-                Job::Ack(req) => Some(&**req),
-                _ => None,
-            })
-            .collect();
-        let acked = ack::ack_all(tx.scope(org).await?, &reqs).await?;
-        for (i, acked) in acks.into_iter().zip(acked) {
-            if let Some(command_id) = acked.changed {
-                tx.publish(Event::CommandChanged {
-                    org_id: org,
-                    command_id,
-                })
-                .await?;
-            }
-            done[i] = Some(Done::Acked(Box::new(acked)));
-        }
-    }
+    acks(tx, org, jobs, idx, done).await?;
     claims(tx, org, jobs, idx, done).await
+}
+
+/// Tells integrators (and the admin watch stream) that these commands'
+/// status changed, at the batch's commit.
+fn changed(tx: &mut BatchTx, org: Uuid, commands: impl IntoIterator<Item = Uuid>) {
+    for command_id in commands {
+        tx.publish(Event::CommandChanged {
+            org_id: org,
+            command_id,
+        });
+    }
 }
 
 async fn enqueues(
@@ -99,9 +86,9 @@ async fn enqueues(
         }
         let (queued, new) = insert(conn, (**prepared).clone()).await?;
         if new {
-            for event in queued_events(&queued) {
-                tx.publish(event).await?;
-            }
+            queued_events(&queued)
+                .into_iter()
+                .for_each(|e| tx.publish(e));
         }
         done[i] = Some(Done::Command(Some(Box::new(queued))));
     }
@@ -117,9 +104,9 @@ async fn enqueues(
             done[i] = Some(Done::Command(None));
             continue;
         }
-        for event in queued_events(prepared) {
-            tx.publish(event).await?;
-        }
+        queued_events(prepared)
+            .into_iter()
+            .for_each(|e| tx.publish(e));
         done[i] = Some(Done::Command(Some(prepared.clone())));
     }
     Ok(())
@@ -170,6 +157,31 @@ async fn insert_plain(
     .await
 }
 
+async fn acks(
+    tx: &mut BatchTx,
+    org: Uuid,
+    jobs: &[&Job],
+    idx: &[usize],
+    done: &mut [Option<Done>],
+) -> Result<()> {
+    let (at, reqs): (Vec<usize>, Vec<&AckRequest>) = idx
+        .iter()
+        .filter_map(|&i| match jobs[i] {
+            Job::Ack(req) => Some((i, &**req)),
+            _ => None,
+        })
+        .unzip();
+    if reqs.is_empty() {
+        return Ok(());
+    }
+    let acked = ack::ack_all(tx.scope(org).await?, &reqs).await?;
+    for (i, acked) in at.into_iter().zip(acked) {
+        changed(tx, org, acked.changed);
+        done[i] = Some(Done::Acked(Box::new(acked)));
+    }
+    Ok(())
+}
+
 /// Claims in rounds of distinct devices: a device claiming twice in one
 /// batch (a new waiter replacing an old one) claims again after its
 /// first claim is written.
@@ -195,13 +207,7 @@ async fn claims(
         let reqs: Vec<&ClaimRequest> = round.iter().map(|(_, req)| *req).collect();
         let claimed = claim::claim_devices(tx.scope(org).await?, org, &reqs).await?;
         for ((i, _), claimed) in round.into_iter().zip(claimed) {
-            for &command_id in &claimed.changed {
-                tx.publish(Event::CommandChanged {
-                    org_id: org,
-                    command_id,
-                })
-                .await?;
-            }
+            changed(tx, org, claimed.changed.iter().copied());
             done[i] = Some(Done::Claimed(claimed));
         }
         rest = later;
