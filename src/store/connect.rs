@@ -27,19 +27,25 @@ const STATEMENT_CACHE: usize = 1024;
 pub async fn open(url: &str, timeout: Duration) -> Result<DatabaseConnection> {
     ensure_sqlite_dir(url)?;
     migrate(url).await?;
-    pool(url, timeout, 0).await
+    pool(url, timeout, 0, true).await
 }
 
-/// The bounded-wait pool (`max_connections` 0: sqlx's default).
+/// The bounded-wait pool (`max_connections` 0: sqlx's default). With
+/// `ping_on_acquire`, each connection taken from the pool is checked with a
+/// round trip first (sqlx's default): a connection the server dropped is
+/// replaced before a request uses it. Without, a dead connection fails its
+/// first statement instead, for a caller that retries.
 pub async fn pool(
     url: &str,
     timeout: Duration,
     max_connections: u32,
+    ping_on_acquire: bool,
 ) -> Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
     if max_connections > 0 {
         opts.max_connections(max_connections);
     }
+    opts.test_before_acquire(ping_on_acquire);
     let millis = timeout.as_millis().to_string();
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))

@@ -204,6 +204,57 @@ async fn a_retried_batch_is_stored_once() {
 }
 
 #[tokio::test]
+async fn the_latest_reading_is_the_newest_by_time_whatever_order_it_came_in() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let t = chrono::Utc::now().timestamp_millis() - 60_000;
+    let latest = |body: &Value, sensor: &str| -> Value {
+        body["readings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["sensor_type"] == sensor)
+            .map(|r| r["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    // Out of order within one request, and a retried seq beside them.
+    let a = s
+        .post(
+            "/api/public/v1/sensors",
+            Some(&key),
+            json!({"readings": [
+                {"sensor_type": "temperature", "value": 22, "ts": t + 2000, "seq": 7},
+                {"sensor_type": "temperature", "value": 20, "ts": t, "seq": 8},
+                {"sensor_type": "humidity", "value": 40, "ts": t + 1000}
+            ]}),
+        )
+        .await;
+    assert_eq!(a.body["accepted"], 3, "{}", a.body);
+    // Older than what is stored: kept in the series, not the latest.
+    let b = s
+        .post(
+            "/api/public/v1/sensors",
+            Some(&key),
+            json!({"readings": [
+                {"sensor_type": "temperature", "value": 19, "ts": t + 1000, "seq": 9},
+                {"sensor_type": "temperature", "value": 99, "ts": t + 5000, "seq": 7},
+                {"sensor_type": "humidity", "value": 45, "ts": t + 3000}
+            ]}),
+        )
+        .await;
+    assert_eq!(b.body["accepted"], 2, "{}", b.body);
+    assert_eq!(b.body["duplicates"], 1, "seq 7 is stored already");
+    let r = s
+        .get(
+            &format!("/api/v1/devices/{id}/readings/latest"),
+            Some(&s.owner_key),
+        )
+        .await;
+    assert_eq!(latest(&r.body, "temperature"), json!(22.0), "{}", r.body);
+    assert_eq!(latest(&r.body, "humidity"), json!(45.0), "{}", r.body);
+}
+
+#[tokio::test]
 async fn buckets_aggregate_each_window() {
     let s = common::start().await;
     let (id, key) = s.paired_device("cam").await;

@@ -134,7 +134,14 @@ async fn readings(
     if jobs_here.is_empty() {
         return Ok(());
     }
-    let already = stored_seqs(conn, jobs, &jobs_here).await?;
+    let postgres = conn.get_database_backend() == DatabaseBackend::Postgres;
+    // SQLite: the seqs already stored, first (normally none: an index range
+    // per device). PostgreSQL learns them from the insert itself, below.
+    let mut already = if postgres {
+        HashSet::new()
+    } else {
+        stored_seqs(conn, jobs, &jobs_here).await?
+    };
     // A seq repeated within the batch goes in once, the first time; one
     // already stored does not go in.
     let mut seen: HashSet<(Uuid, i64)> = HashSet::new();
@@ -147,27 +154,57 @@ async fn readings(
         Kind::Int,
         Kind::Int,
     ]);
-    let mut latest: HashMap<(Uuid, &str), (f64, i64)> = HashMap::new();
+    // Per job, per reading: whether it goes to the database (not a repeat
+    // within the batch, nor already stored as far as is known yet).
+    let mut sent: Vec<Vec<bool>> = Vec::with_capacity(jobs_here.len());
     for &i in &jobs_here {
         let Job::Readings(r) = jobs[i] else { continue };
-        let mut stored = Vec::with_capacity(r.rows.len());
+        let mut job_sent = Vec::with_capacity(r.rows.len());
         for row in &r.rows {
             let fresh = row.seq.is_none_or(|s| {
                 !already.contains(&(r.device_id, s)) && seen.insert((r.device_id, s))
             });
+            job_sent.push(fresh);
+            if fresh {
+                rows.row(vec![
+                    r.org_id.into(),
+                    r.device_id.into(),
+                    row.sensor_type.clone().into(),
+                    row.value.into(),
+                    row.ts_ms.into(),
+                    r.received_ms.into(),
+                    row.seq.unwrap_or(-1).into(),
+                ]);
+            }
+        }
+        sent.push(job_sent);
+    }
+    let org = jobs[jobs_here[0]].org_id();
+    if postgres {
+        already = insert_readings_postgres(conn, &rows, org).await?;
+    } else {
+        // A concurrent replica may store the same (device, seq) first;
+        // then it is skipped here, and this answer's counts are off by
+        // those readings (each is still stored once).
+        rows.run(
+            conn,
+            &format!("{INSERT_READINGS}FROM "),
+            " WHERE true ON CONFLICT DO NOTHING",
+            &[],
+            false,
+        )
+        .await?;
+    }
+    let mut latest: HashMap<(Uuid, &str), (f64, i64)> = HashMap::new();
+    for (&i, job_sent) in jobs_here.iter().zip(sent) {
+        let Job::Readings(r) = jobs[i] else { continue };
+        let mut stored = Vec::with_capacity(r.rows.len());
+        for (row, sent) in r.rows.iter().zip(job_sent) {
+            let fresh = sent && row.seq.is_none_or(|s| !already.contains(&(r.device_id, s)));
             stored.push(fresh);
-            if !fresh {
+            if !fresh || postgres {
                 continue;
             }
-            rows.row(vec![
-                r.org_id.into(),
-                r.device_id.into(),
-                row.sensor_type.clone().into(),
-                row.value.into(),
-                row.ts_ms.into(),
-                r.received_ms.into(),
-                row.seq.unwrap_or(-1).into(),
-            ]);
             let entry = latest
                 .entry((r.device_id, row.sensor_type.as_str()))
                 .or_insert((row.value, row.ts_ms));
@@ -177,19 +214,9 @@ async fn readings(
         }
         done[i] = Some(Done::Readings(stored));
     }
-    // A concurrent replica may store the same (device, seq) first; then it
-    // is skipped here, and this answer's counts are off by those readings
-    // (each is still stored once).
-    rows.run(
-        conn,
-        "INSERT INTO readings (org_id, device_id, sensor_type, value, ts_ms, received_ms, seq) \
-         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, NULLIF(v.column7, -1) FROM ",
-        " WHERE true ON CONFLICT DO NOTHING",
-        &[],
-        false,
-    )
-    .await?;
-    let org = jobs[jobs_here[0]].org_id();
+    if postgres {
+        return Ok(()); // the insert kept the latest values too
+    }
     let mut cols = Columns::new(&[Kind::Uuid, Kind::Text, Kind::Uuid, Kind::Float, Kind::Int]);
     for ((device, key), (value, ts)) in latest {
         cols.row(vec![
@@ -201,6 +228,52 @@ async fn readings(
         ]);
     }
     upsert_latest(conn, "latest_readings", "sensor_type", &cols).await
+}
+
+/// The insert of readings from `v` (columns as in [`readings`]).
+const INSERT_READINGS: &str = "INSERT INTO readings \
+    (org_id, device_id, sensor_type, value, ts_ms, received_ms, seq) \
+    SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+    NULLIF(v.column7, -1) ";
+
+/// PostgreSQL: stores `rows` and keeps each series' latest value in one
+/// statement (one round trip for the whole batch), answering the `(device,
+/// seq)` that did not go in because they were already stored (a retry, or
+/// a concurrent replica's): they conflict on the unique index, so the
+/// insert skips them and its `RETURNING` lacks them. Normally no row comes
+/// back.
+async fn insert_readings_postgres(
+    conn: &DatabaseTransaction,
+    rows: &Columns,
+    org: Uuid,
+) -> Result<HashSet<(Uuid, i64)>> {
+    let (_, back) = rows
+        .run(
+            conn,
+            "WITH v AS MATERIALIZED (SELECT * FROM ",
+            &format!(
+                "), ins AS ({INSERT_READINGS}FROM v ON CONFLICT DO NOTHING \
+                 RETURNING device_id, sensor_type, value, ts_ms, seq), \
+                 latest AS (INSERT INTO latest_readings (device_id, sensor_type, org_id, value, ts_ms) \
+                 SELECT DISTINCT ON (device_id, sensor_type) device_id, sensor_type, $::uuid, value, ts_ms \
+                 FROM ins ORDER BY device_id, sensor_type, ts_ms DESC \
+                 ON CONFLICT (device_id, sensor_type) DO UPDATE SET value = excluded.value, \
+                 ts_ms = excluded.ts_ms WHERE excluded.ts_ms >= latest_readings.ts_ms) \
+                 SELECT v.column2 AS device_id, v.column7 AS seq FROM v WHERE v.column7 <> -1 \
+                 AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.device_id = v.column2 AND ins.seq = v.column7)"
+            ),
+            &[org.into()],
+            true,
+        )
+        .await?;
+    back.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "device_id")?,
+                r.try_get::<i64>("", "seq")?,
+            ))
+        })
+        .collect()
 }
 
 /// The `(device, seq)` pairs of these jobs already stored: one range per
