@@ -5,10 +5,11 @@
 //!
 //! The rows travel as columns (see [`Columns`]).
 //!
-//! Statements return no rows on the common path: a reading whose `(device,
-//! seq)` is already stored is found by one range query per batch (normally
-//! empty), and `ON CONFLICT DO NOTHING` guards against a concurrent
-//! replica; heartbeats compare the rows updated with the devices named.
+//! Statements return no rows on the common path. A reading whose `(device,
+//! seq)` is already stored is skipped by `ON CONFLICT DO NOTHING`; on
+//! SQLite one range query per batch (normally empty) finds it first, on
+//! PostgreSQL the insert's own statement answers it (see
+//! [`insert_readings_postgres`]).
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseTransaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
