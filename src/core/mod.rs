@@ -49,6 +49,9 @@ pub struct Core {
     pub settings: Settings,
     /// Group-commits what devices send (see [`writer`]).
     pub writer: writer::Writer,
+    /// Devices waiting here for commands, which the writer may claim for
+    /// as it queues them (see [`commands::handoff`]).
+    pub handoffs: Arc<commands::handoff::Handoffs>,
     /// Heartbeats not yet flushed (see [`liveness`]).
     pub liveness: liveness::LivenessTable,
     /// Role denials and authentication failures, counted per minute.
@@ -117,9 +120,11 @@ impl Core {
                 _ => {}
             }
         });
+        let handoffs = Arc::new(commands::handoff::Handoffs::default());
         Self {
             bus: store.bus().clone(),
-            writer: writer::Writer::spawn(store.clone(), metrics.clone()),
+            writer: writer::Writer::spawn(store.clone(), metrics.clone(), handoffs.clone()),
+            handoffs,
             liveness: liveness::LivenessTable::default(),
             audit_tally: audit_tally::AuditTally::default(),
             statistics: statistics::Statistics::default(),

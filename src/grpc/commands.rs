@@ -130,6 +130,11 @@ impl Delivering {
                 });
                 match self.waiter.wait(&self.core, until).await {
                     Ok(delivery::Wake::Claim) => {}
+                    Ok(delivery::Wake::Delivered(c)) => {
+                        self.claimed.extend(c.commands.iter().map(for_device));
+                        self.next_lease = c.next_lease;
+                        continue;
+                    }
                     Ok(delivery::Wake::Done) => return None,
                     Err(e) => return self.end(e),
                 }

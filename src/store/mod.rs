@@ -130,6 +130,7 @@ impl Store {
             scoped: None,
             bus: self.bus.clone(),
             events: Vec::new(),
+            on_commit: Vec::new(),
         })
     }
 
@@ -203,6 +204,8 @@ pub struct BatchTx {
     bus: Bus,
     /// Published here, delivered at commit (as in an [`OrgTx`]).
     events: Vec<Event>,
+    /// Run once it has committed (dropped, not run, if it does not).
+    on_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl BatchTx {
@@ -223,11 +226,18 @@ impl BatchTx {
         self.events.push(event);
     }
 
+    /// Runs `then` once the batch has committed, before its events are
+    /// delivered; never if it does not commit.
+    pub fn after_commit(&mut self, then: impl FnOnce() + Send + 'static) {
+        self.on_commit.push(Box::new(then));
+    }
+
     pub async fn commit(self) -> Result<()> {
         if self.bus.is_shared() && !self.events.is_empty() {
             bus::postgres::notify_all(&self.tx, self.bus.replica(), &self.events).await?;
         }
         self.tx.commit().await?;
+        self.on_commit.into_iter().for_each(|then| then());
         self.bus.deliver(&self.events);
         Ok(())
     }

@@ -601,3 +601,88 @@ async fn concurrent_acks_each_answer_for_their_own_command() {
         assert_eq!(stored["result"]["n"].as_f64(), Some(n as f64), "{stored}");
     }
 }
+
+/// Waits until `n` devices wait on this server with a hand-off offered,
+/// for 200 ms in a row (a waiter's first wake-ups, its own announcement
+/// and the bus's word of a command it already has, end in a claim that
+/// finds nothing, and it offers itself again).
+async fn until_waiting(s: &common::TestServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut steady_since = Instant::now();
+    loop {
+        if s.app.core.handoffs.len() != n {
+            steady_since = Instant::now();
+        } else if steady_since.elapsed() >= Duration::from_millis(200) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the devices did not come to wait"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_it() {
+    let s = common::start().await;
+    let (id, key) = s.paired_device("cam").await;
+    let (other, other_key) = s.paired_device("cam-2").await;
+    // A long poll and a stream, each waiting here.
+    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
+    let polling = tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait=20"))
+            .bearer_auth(k)
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()
+    });
+    let mut client = s.device_client(Some(&other_key)).await;
+    let mut stream = client
+        .stream_commands(proto::StreamCommandsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    until_waiting(&s, 2).await;
+    let polled = queue(&s, &id, json!({"type": "reboot"})).await;
+    let streamed = queue(&s, &other, json!({"type": "snapshot"})).await;
+    // Claimed in the enqueue's own transaction: delivered by the time the
+    // enqueue answers, not a commit later.
+    for queued in [&polled, &streamed] {
+        let now = status(&s, queued["id"].as_str().unwrap()).await;
+        assert_eq!(now["status"], "delivered", "{now}");
+        assert_eq!(now["attempt"], 1, "{now}");
+    }
+    let body = polling.await.unwrap();
+    assert_eq!(body["commands"][0]["id"], polled["id"], "{body}");
+    assert_eq!(body["commands"].as_array().unwrap().len(), 1);
+    let pushed = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("pushed at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.id, streamed["id"].as_str().unwrap());
+    assert_eq!(pushed.attempt, 1);
+    // The stream waits again, and the next command comes the same way,
+    // once: the bus's wake-up for it finds nothing more to deliver.
+    until_waiting(&s, 1).await;
+    let next = queue(&s, &other, json!({"type": "reboot"})).await;
+    assert_eq!(
+        status(&s, next["id"].as_str().unwrap()).await["status"],
+        "delivered"
+    );
+    let pushed = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .expect("pushed at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.id, next["id"].as_str().unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message())
+            .await
+            .is_err(),
+        "nothing delivered twice"
+    );
+}

@@ -1,6 +1,8 @@
 //! Delivering commands to a device: claim what is deliverable (in queue
 //! order), else wait for the bus to say something was queued for the
-//! device (or for the earliest lease to run out), never on a timer.
+//! device (or for the earliest lease to run out), never on a timer. A
+//! command queued on this replica for a device waiting here is claimed in
+//! the enqueue's own commit and handed over (see `handoff`).
 //!
 //! A device has one waiter at a time: a new poll or stream announces
 //! itself on the bus and every earlier one, on any replica, ends. A waiter
@@ -11,10 +13,15 @@ use sea_orm::EntityTrait;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::claim::ClaimRequest;
+use tokio::sync::oneshot;
+
+use super::{
+    claim::{ClaimRequest, Claimed},
+    handoff::Offered,
+};
 use crate::{
     auth::DevicePrincipal,
-    bus::{DeviceWatch, Event},
+    bus::{DeviceSignal, DeviceWatch, Event},
     core::{
         Core,
         ingest::deadline,
@@ -49,10 +56,13 @@ pub async fn claim(
 }
 
 /// Why a waiter stopped waiting.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Wake {
     /// Something may be deliverable: claim again.
     Claim,
+    /// The writer claimed for the device as it queued a command (see
+    /// `handoff`): these are delivered now.
+    Delivered(Claimed),
     /// The wait is over (deadline, replaced by a newer waiter, shutdown).
     Done,
 }
@@ -89,18 +99,54 @@ impl Waiter {
 
     /// Waits until something may be deliverable, `until` (a lease running
     /// out), or the end. A revoked or expired key is `Unauthenticated`.
+    /// While it waits, the device's commands may be claimed for it as they
+    /// are queued on this replica ([`Wake::Delivered`], see `handoff`).
     pub async fn wait(&mut self, core: &Core, until: Option<Duration>) -> Result<Wake> {
+        let mut offered =
+            Offered::new(&core.handoffs, self.who.org_id, self.who.device_id, self.id);
+        let woke = self.wait_for(core, until, &mut offered.handed).await;
+        if let Woke::Handed(Some(claimed)) = woke {
+            return Ok(Wake::Delivered(claimed));
+        }
+        if !matches!(woke, Woke::Handed(_))
+            && !offered.withdraw()
+            && let Ok(claimed) = (&mut offered.handed).await
+        {
+            // Taken as the wait ended: the writer's claim for this device
+            // was committing, and has.
+            return Ok(Wake::Delivered(claimed));
+        }
+        match woke {
+            Woke::Slept => Ok(Wake::Claim),
+            Woke::Shutdown => Ok(Wake::Done),
+            // No hand-off after all (the writer's batch failed, or a newer
+            // waiter replaced this one): as the bus says.
+            Woke::Handed(_) => self.on_signal(core, self.watch.current()).await,
+            Woke::Bus(signal) => self.on_signal(core, signal).await,
+        }
+    }
+
+    async fn wait_for(
+        &mut self,
+        core: &Core,
+        until: Option<Duration>,
+        handed: &mut oneshot::Receiver<Claimed>,
+    ) -> Woke {
         let sleep = async {
             match until {
                 Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending().await,
             }
         };
-        let signal = tokio::select! {
-            signal = self.watch.changed() => signal,
-            () = sleep => return Ok(Wake::Claim),
-            () = core.shutdown.cancelled() => return Ok(Wake::Done),
-        };
+        tokio::select! {
+            signal = self.watch.changed() => Woke::Bus(signal),
+            () = sleep => Woke::Slept,
+            () = core.shutdown.cancelled() => Woke::Shutdown,
+            claimed = handed => Woke::Handed(claimed.ok()),
+        }
+    }
+
+    async fn on_signal(&mut self, core: &Core, signal: DeviceSignal) -> Result<Wake> {
         if signal.waiter.is_some_and(|w| w != self.id) {
             return Ok(Wake::Done);
         }
@@ -114,6 +160,15 @@ impl Waiter {
         }
         Ok(Wake::Claim)
     }
+}
+
+/// What ended a wait.
+enum Woke {
+    Bus(DeviceSignal),
+    Slept,
+    Shutdown,
+    /// The writer's hand-off: claimed commands, or none (it could not).
+    Handed(Option<Claimed>),
 }
 
 async fn key_is_valid(core: &Core, who: &DevicePrincipal) -> Result<bool> {
@@ -151,8 +206,10 @@ pub async fn poll(
             let left = lease - core.clock.now().timestamp_millis();
             until = until.min(Duration::from_millis(u64::try_from(left).unwrap_or(0) + 1));
         }
-        if waiter.wait(core, Some(until)).await? == Wake::Done {
-            return Ok(Vec::new());
+        match waiter.wait(core, Some(until)).await? {
+            Wake::Done => return Ok(Vec::new()),
+            Wake::Delivered(c) if !c.commands.is_empty() => return Ok(c.commands),
+            Wake::Delivered(_) | Wake::Claim => {}
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod ack;
 pub mod claim;
 pub mod delivery;
+pub mod handoff;
 
 pub use ack::{Ack, ack};
 

@@ -19,9 +19,9 @@ use super::{
     Done, Job, Liveness,
     columns::{Columns, Kind, text},
 };
-use crate::{error::Result, store::Store};
+use crate::{core::commands::handoff::Handoffs, error::Result, store::Store};
 
-pub async fn write(store: &Store, jobs: &[&Job]) -> Result<Vec<Done>> {
+pub async fn write(store: &Store, jobs: &[&Job], handoffs: &Handoffs) -> Result<Vec<Done>> {
     let mut tx = store.batch_tx().await?;
     let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
     let mut by_org: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
@@ -36,7 +36,7 @@ pub async fn write(store: &Store, jobs: &[&Job]) -> Result<Vec<Done>> {
         events(conn, jobs, &idx, &mut done).await?;
         super::blobs::pending_records(conn, jobs, &idx, &mut done).await?;
         super::blobs::captures(conn, jobs, &idx, &mut done).await?;
-        super::commands::run(&mut tx, org, jobs, &idx, &mut done).await?;
+        super::commands::run(&mut tx, org, jobs, &idx, &mut done, handoffs).await?;
     }
     tx.commit().await?;
     Ok(done

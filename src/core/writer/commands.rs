@@ -19,8 +19,10 @@
 //! A job refused for a reason of its own (an unknown device, an expired
 //! command) answers so, and never fails the batch.
 
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
@@ -31,8 +33,10 @@ use crate::{
     bus::Event,
     core::commands::{
         ack::{self, AckRequest},
-        claim::{self, ClaimRequest},
-        device_exists, insert, queued_events,
+        claim::{self, ClaimRequest, Claimed},
+        device_exists,
+        handoff::Handoffs,
+        insert, queued_events,
     },
     error::Result,
     store::BatchTx,
@@ -44,10 +48,25 @@ pub(super) async fn run(
     jobs: &[&Job],
     idx: &[usize],
     done: &mut [Option<Done>],
+    handoffs: &Handoffs,
 ) -> Result<()> {
-    enqueues(tx, org, jobs, idx, done).await?;
+    let queued_for = enqueues(tx, org, jobs, idx, done).await?;
     acks(tx, org, jobs, idx, done).await?;
-    claims(tx, org, jobs, idx, done).await
+    // Devices waiting here for what was just queued: claimed for in this
+    // batch, handed over at its commit (see `commands::handoff`).
+    let mut handed = Vec::new();
+    for (device_id, now) in queued_for {
+        if let Some(to) = handoffs.take(org, device_id) {
+            let req = ClaimRequest {
+                org_id: org,
+                device_id,
+                reclaim: false,
+                now,
+            };
+            handed.push((to, req));
+        }
+    }
+    claims(tx, org, jobs, idx, done, handed).await
 }
 
 /// Tells integrators (and the admin watch stream) that these commands'
@@ -61,13 +80,16 @@ fn changed(tx: &mut BatchTx, org: Uuid, commands: impl IntoIterator<Item = Uuid>
     }
 }
 
+/// Queues the batch's commands; answers the devices that have a new one
+/// (once each), with when it was queued.
 async fn enqueues(
     tx: &mut BatchTx,
     org: Uuid,
     jobs: &[&Job],
     idx: &[usize],
     done: &mut [Option<Done>],
-) -> Result<()> {
+) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+    let mut queued_for: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
     let mut plain = Vec::new();
     for &i in idx {
         let Job::Command(prepared) = jobs[i] else {
@@ -86,17 +108,29 @@ async fn enqueues(
         }
         let (queued, new) = insert(conn, (**prepared).clone()).await?;
         if new {
+            queued_for.insert(queued.device_id, queued.created_at);
             queued_events(&queued)
                 .into_iter()
                 .for_each(|e| tx.publish(e));
         }
         done[i] = Some(Done::Command(Some(Box::new(queued))));
     }
-    if plain.is_empty() {
-        return Ok(());
+    if !plain.is_empty() {
+        insert_plain_jobs(tx, org, jobs, &plain, done, &mut queued_for).await?;
     }
-    let stored = insert_plain(tx.scope(org).await?, jobs, &plain).await?;
-    for i in plain {
+    Ok(queued_for.into_iter().collect())
+}
+
+async fn insert_plain_jobs(
+    tx: &mut BatchTx,
+    org: Uuid,
+    jobs: &[&Job],
+    plain: &[usize],
+    done: &mut [Option<Done>],
+    queued_for: &mut HashMap<Uuid, DateTime<Utc>>,
+) -> Result<()> {
+    let stored = insert_plain(tx.scope(org).await?, jobs, plain).await?;
+    for &i in plain {
         let Job::Command(prepared) = jobs[i] else {
             continue;
         };
@@ -104,6 +138,7 @@ async fn enqueues(
             done[i] = Some(Done::Command(None));
             continue;
         }
+        queued_for.insert(prepared.device_id, prepared.created_at);
         queued_events(prepared)
             .into_iter()
             .for_each(|e| tx.publish(e));
@@ -183,21 +218,33 @@ async fn acks(
 }
 
 /// Claims in rounds of distinct devices: a device claiming twice in one
-/// batch (a new waiter replacing an old one) claims again after its
-/// first claim is written.
+/// batch (a new waiter replacing an old one, or its own claim beside one
+/// the writer makes for it) claims again after its first claim is written.
+/// `handed`: the claims made for waiting devices, answered through their
+/// hand-off once the batch commits.
 async fn claims(
     tx: &mut BatchTx,
     org: Uuid,
     jobs: &[&Job],
     idx: &[usize],
     done: &mut [Option<Done>],
+    handed: Vec<(oneshot::Sender<Claimed>, ClaimRequest)>,
 ) -> Result<()> {
-    let mut rest: Vec<(usize, &ClaimRequest)> = idx
+    let (senders, handed_reqs): (Vec<_>, Vec<_>) = handed.into_iter().unzip();
+    let mut senders: Vec<Option<oneshot::Sender<Claimed>>> =
+        senders.into_iter().map(Some).collect();
+    let mut rest: Vec<(For, &ClaimRequest)> = idx
         .iter()
         .filter_map(|&i| match jobs[i] {
-            Job::Claim(req) => Some((i, req)),
+            Job::Claim(req) => Some((For::Job(i), req)),
             _ => None,
         })
+        .chain(
+            handed_reqs
+                .iter()
+                .enumerate()
+                .map(|(n, r)| (For::Handoff(n), r)),
+        )
         .collect();
     while !rest.is_empty() {
         let mut devices = HashSet::new();
@@ -206,11 +253,28 @@ async fn claims(
             .partition(|(_, req)| devices.insert(req.device_id));
         let reqs: Vec<&ClaimRequest> = round.iter().map(|(_, req)| *req).collect();
         let claimed = claim::claim_devices(tx.scope(org).await?, org, &reqs).await?;
-        for ((i, _), claimed) in round.into_iter().zip(claimed) {
+        for ((to, _), claimed) in round.into_iter().zip(claimed) {
             changed(tx, org, claimed.changed.iter().copied());
-            done[i] = Some(Done::Claimed(claimed));
+            match to {
+                For::Job(i) => done[i] = Some(Done::Claimed(claimed)),
+                For::Handoff(n) => {
+                    let sender = senders[n].take().expect("each hand-off claims once");
+                    tx.after_commit(move || {
+                        let _ = sender.send(claimed);
+                    });
+                }
+            }
         }
         rest = later;
     }
     Ok(())
+}
+
+/// Whom a claim answers.
+#[derive(Clone, Copy)]
+enum For {
+    /// A job of the batch.
+    Job(usize),
+    /// A waiting device's hand-off (its index in the batch's hand-offs).
+    Handoff(usize),
 }

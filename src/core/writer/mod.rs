@@ -25,6 +25,7 @@ use crate::{
     core::commands::{
         ack::{AckRequest, Acked},
         claim::{ClaimRequest, Claimed},
+        handoff::Handoffs,
     },
     error::{Error, Result},
     metrics::Metrics,
@@ -185,14 +186,14 @@ impl Writer {
     /// database pool: a batch awaits the database several times, and on the
     /// shared runtime each await would queue behind every request task. It
     /// ends when the writer is dropped.
-    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn spawn(store: Store, metrics: Arc<Metrics>, handoffs: Arc<Handoffs>) -> Self {
         let (queue, incoming) = mpsc::channel::<Pending>(QUEUE);
         let run = move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("the writer's runtime");
-            runtime.block_on(write_loop(store, metrics, incoming));
+            runtime.block_on(write_loop(store, metrics, handoffs, incoming));
         };
         std::thread::Builder::new()
             .name("swrm-writer".into())
@@ -242,7 +243,12 @@ async fn submit(queue: mpsc::Sender<Pending>, job: Job, deadline: Duration) -> R
 }
 
 /// Commits batches until every sender is gone.
-async fn write_loop(shared: Store, metrics: Arc<Metrics>, mut incoming: mpsc::Receiver<Pending>) {
+async fn write_loop(
+    shared: Store,
+    metrics: Arc<Metrics>,
+    handoffs: Arc<Handoffs>,
+    mut incoming: mpsc::Receiver<Pending>,
+) {
     // Two connections: a batch, and a retry job by job.
     let store = loop {
         match shared.another_pool(2).await {
@@ -257,7 +263,7 @@ async fn write_loop(shared: Store, metrics: Arc<Metrics>, mut incoming: mpsc::Re
     while incoming.recv_many(&mut pending, MAX_BATCH).await > 0 {
         metrics.commit_batch_size.observe(pending.len() as f64);
         let jobs: Vec<&Job> = pending.iter().map(|p| &p.job).collect();
-        match batch::write(&store, &jobs).await {
+        match batch::write(&store, &jobs, &handoffs).await {
             Ok(done) => {
                 for p in &pending {
                     metrics
@@ -276,7 +282,7 @@ async fn write_loop(shared: Store, metrics: Arc<Metrics>, mut incoming: mpsc::Re
             Err(e) => {
                 tracing::warn!(error = %e, jobs = pending.len(), "write batch failed; retrying job by job");
                 for p in pending.drain(..) {
-                    let alone = batch::write(&store, &[&p.job])
+                    let alone = batch::write(&store, &[&p.job], &handoffs)
                         .await
                         .map(|mut d| d.remove(0));
                     let _ = p.done.send(alone);
