@@ -104,11 +104,22 @@ impl Core {
         let sensor_types = Arc::new(sensor_types::Registry::default());
         let alert_rules = Arc::new(alerts::RulesCache::default());
         let configs = Arc::new(config_cache::ConfigCache::new(1_000_000));
-        let (registry, rules, config) =
-            (sensor_types.clone(), alert_rules.clone(), configs.clone());
+        let handoffs = Arc::new(commands::handoff::Handoffs::default());
+        let (registry, rules, config, offers) = (
+            sensor_types.clone(),
+            alert_rules.clone(),
+            configs.clone(),
+            handoffs.clone(),
+        );
         store.bus().subscribe(move |event| {
             config.apply(event);
             match event {
+                crate::bus::Event::DeviceKeysChanged { device_id } => {
+                    offers.forget(Some(*device_id), None);
+                }
+                crate::bus::Event::WaiterStarted { device_id, waiter } => {
+                    offers.forget(Some(*device_id), Some(*waiter));
+                }
                 crate::bus::Event::SensorTypesChanged { org_id } => {
                     registry.forget(Some(*org_id));
                 }
@@ -116,11 +127,11 @@ impl Core {
                 crate::bus::Event::Resync => {
                     registry.forget(None);
                     rules.forget(None);
+                    offers.forget(None, None);
                 }
                 _ => {}
             }
         });
-        let handoffs = Arc::new(commands::handoff::Handoffs::default());
         Self {
             bus: store.bus().clone(),
             writer: writer::Writer::spawn(store.clone(), metrics.clone(), handoffs.clone()),

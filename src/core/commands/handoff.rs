@@ -103,6 +103,26 @@ impl Handoffs {
         offers.remove(&device_id).map(|o| o.to)
     }
 
+    /// Drops offers the bus makes void before their waiters hear of it:
+    /// the device's keys changed (its waiter must check its key before
+    /// anything more is delivered), or a newer waiter (`replaced_by`), here
+    /// or on another replica, took over. `None` device: every offer (the
+    /// bus lost events).
+    pub fn forget(&self, device_id: Option<Uuid>, replaced_by: Option<Uuid>) {
+        let mut offers = self.offers.lock().expect("handoff lock");
+        match device_id {
+            None => offers.clear(),
+            Some(device) => {
+                if offers
+                    .get(&device)
+                    .is_some_and(|o| replaced_by != Some(o.waiter))
+                {
+                    offers.remove(&device);
+                }
+            }
+        }
+    }
+
     /// Devices waiting with an offer.
     pub fn len(&self) -> usize {
         self.offers.lock().expect("handoff lock").len()
@@ -165,5 +185,17 @@ mod tests {
         // A waiter that stopped listening is not claimed for.
         drop(h.offer(org, device, first));
         assert!(h.take(org, device).is_none());
+        // The bus voids offers: a key change, a newer waiter, lost events.
+        let _offer = h.offer(org, device, first);
+        h.forget(Some(device), Some(first));
+        assert_eq!(h.len(), 1, "its own announcement keeps it");
+        h.forget(Some(device), Some(second));
+        assert!(h.is_empty(), "replaced");
+        let _offer = h.offer(org, device, first);
+        h.forget(Some(device), None);
+        assert!(h.is_empty(), "keys changed");
+        let _offer = h.offer(org, device, first);
+        h.forget(None, None);
+        assert!(h.is_empty(), "resync");
     }
 }
