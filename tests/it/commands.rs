@@ -29,6 +29,28 @@ async fn poll(s: &common::TestServer, key: &str, wait: u32) -> Vec<Value> {
     a.body["commands"].as_array().unwrap().clone()
 }
 
+/// A long poll of `wait` seconds, started now: its status, its body, and
+/// how long it took.
+fn spawn_poll(
+    s: &common::TestServer,
+    key: &str,
+    wait: u32,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Duration)> {
+    let (http, base, key) = (s.http.clone(), s.base.clone(), key.to_owned());
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let res = http
+            .get(format!("{base}/api/public/v1/commands?wait={wait}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body, started.elapsed())
+    })
+}
+
 async fn ack(s: &common::TestServer, key: &str, id: &str, body: Value) -> common::Answer {
     s.post(
         &format!("/api/public/v1/commands/{id}/ack"),
@@ -48,21 +70,7 @@ async fn status(s: &common::TestServer, id: &str) -> Value {
 async fn a_long_poll_returns_the_moment_a_command_is_queued() {
     let s = common::start().await;
     let (id, key) = s.paired_device("cam").await;
-    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
-    let started = Instant::now();
-    let waiting = tokio::spawn(async move {
-        let res = http
-            .get(format!("{base}/api/public/v1/commands?wait=20"))
-            .bearer_auth(k)
-            .send()
-            .await
-            .unwrap();
-        (
-            res.status(),
-            res.json::<Value>().await.unwrap(),
-            started.elapsed(),
-        )
-    });
+    let waiting = spawn_poll(&s, &key, 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = queue(&s, &id, json!({"type": "reboot", "payload": {"delay": 5}})).await;
     assert_eq!(queued["status"], "queued");
@@ -629,16 +637,7 @@ async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_i
     let (id, key) = s.paired_device("cam").await;
     let (other, other_key) = s.paired_device("cam-2").await;
     // A long poll and a stream, each waiting here.
-    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
-    let polling = tokio::spawn(async move {
-        let res = http
-            .get(format!("{base}/api/public/v1/commands?wait=20"))
-            .bearer_auth(k)
-            .send()
-            .await
-            .unwrap();
-        res.json::<Value>().await.unwrap()
-    });
+    let polling = spawn_poll(&s, &key, 20);
     let mut client = s.device_client(Some(&other_key)).await;
     let mut stream = client
         .stream_commands(proto::StreamCommandsRequest {})
@@ -655,7 +654,7 @@ async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_i
         assert_eq!(now["status"], "delivered", "{now}");
         assert_eq!(now["attempt"], 1, "{now}");
     }
-    let body = polling.await.unwrap();
+    let (_, body, _) = polling.await.unwrap();
     assert_eq!(body["commands"][0]["id"], polled["id"], "{body}");
     assert_eq!(body["commands"].as_array().unwrap().len(), 1);
     let pushed = tokio::time::timeout(Duration::from_secs(3), stream.message())
