@@ -261,6 +261,16 @@ impl DeviceWatch {
         *self.receiver.borrow_and_update()
     }
 
+    /// The device's signal, if an event came that `changed` has not yet
+    /// returned (marking it seen).
+    pub fn pending(&mut self) -> Option<DeviceSignal> {
+        if self.receiver.has_changed().unwrap_or(false) {
+            Some(*self.receiver.borrow_and_update())
+        } else {
+            None
+        }
+    }
+
     /// The device's signal now.
     pub fn current(&self) -> DeviceSignal {
         *self.receiver.borrow()

@@ -104,7 +104,7 @@ impl Core {
         let sensor_types = Arc::new(sensor_types::Registry::default());
         let alert_rules = Arc::new(alerts::RulesCache::default());
         let configs = Arc::new(config_cache::ConfigCache::new(1_000_000));
-        let handoffs = Arc::new(commands::handoff::Handoffs::default());
+        let handoffs = Arc::new(commands::handoff::Handoffs::new(clock.clone()));
         let (registry, rules, config, offers) = (
             sensor_types.clone(),
             alert_rules.clone(),

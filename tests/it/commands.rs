@@ -645,8 +645,15 @@ async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_i
         .unwrap()
         .into_inner();
     until_waiting(&s, 2).await;
+    let handoffs = &s.app.core.handoffs;
+    let taken = handoffs.taken();
     let polled = queue(&s, &id, json!({"type": "reboot"})).await;
     let streamed = queue(&s, &other, json!({"type": "snapshot"})).await;
+    assert_eq!(
+        handoffs.taken(),
+        taken + 2,
+        "both claimed in their enqueue's batch"
+    );
     // Claimed in the enqueue's own transaction: delivered by the time the
     // enqueue answers, not a commit later.
     for queued in [&polled, &streamed] {
@@ -668,6 +675,7 @@ async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_i
     // once: the bus's wake-up for it finds nothing more to deliver.
     until_waiting(&s, 1).await;
     let next = queue(&s, &other, json!({"type": "reboot"})).await;
+    assert_eq!(handoffs.taken(), taken + 3);
     assert_eq!(
         status(&s, next["id"].as_str().unwrap()).await["status"],
         "delivered"

@@ -74,6 +74,8 @@ pub struct Waiter {
     watch: DeviceWatch,
     keys_seen: u64,
     who: DevicePrincipal,
+    /// A newer waiter took over: every later wait ends at once.
+    replaced: bool,
 }
 
 impl Waiter {
@@ -94,6 +96,7 @@ impl Waiter {
             watch,
             keys_seen,
             who,
+            replaced: false,
         })
     }
 
@@ -102,39 +105,74 @@ impl Waiter {
     /// While it waits, the device's commands may be claimed for it as they
     /// are queued on this replica ([`Wake::Delivered`], see `handoff`).
     pub async fn wait(&mut self, core: &Core, until: Option<Duration>) -> Result<Wake> {
-        let mut offered =
-            Offered::new(&core.handoffs, self.who.org_id, self.who.device_id, self.id);
-        let woke = self.wait_for(core, until, &mut offered.handed).await;
-        if let Woke::Handed(Some(claimed)) = woke {
-            return Ok(Wake::Delivered(claimed));
+        if self.replaced {
+            return Ok(Wake::Done);
         }
-        if !matches!(woke, Woke::Handed(_))
-            && !offered.withdraw()
-            && let Ok(claimed) = (&mut offered.handed).await
-        {
-            // Taken as the wait ended: the writer's claim for this device
-            // was committing, and has.
-            return Ok(Wake::Delivered(claimed));
+        // What the bus said already (a key change, a newer waiter) is dealt
+        // with before offering, so nothing is claimed for this waiter first.
+        if let Some(signal) = self.watch.pending() {
+            return self.on_signal(core, signal).await;
         }
-        match woke {
-            Woke::Slept => Ok(Wake::Claim),
-            Woke::Shutdown => Ok(Wake::Done),
-            // No hand-off after all (the writer's batch failed, or a newer
-            // waiter replaced this one): as the bus says.
-            Woke::Handed(_) => self.on_signal(core, self.watch.current()).await,
-            Woke::Bus(signal) => self.on_signal(core, signal).await,
-        }
+        let deadline = until.map(|d| tokio::time::Instant::now() + d);
+        let mut offered = Some(Offered::new(
+            &core.handoffs,
+            self.who.org_id,
+            self.who.device_id,
+            self.id,
+        ));
+        let (woke, handed) = loop {
+            let handed = offered.as_mut().map(|o| &mut o.handed);
+            match self.wait_for(core, deadline, handed).await {
+                Woke::Handed(Some(claimed)) => break (None, Some(claimed)),
+                // Voided by the bus (whose word follows on the watch), or the
+                // writer's batch failed: wait on, without an offer.
+                Woke::Handed(None) => offered = None,
+                other => {
+                    // Taken as the wait ended: the writer's claim for this
+                    // device was committing, and has.
+                    let handed = match offered.take() {
+                        Some(mut o) if !o.withdraw() => (&mut o.handed).await.ok(),
+                        _ => None,
+                    };
+                    break (Some(other), handed);
+                }
+            }
+        };
+        // The bus's word goes first, whether it ended the wait or came
+        // beside the hand-off: a changed key is checked before anything is
+        // delivered (what was handed stays leased, delivered again later),
+        // and a replaced waiter ends once it has delivered what it holds.
+        let signal = match woke {
+            Some(Woke::Bus(signal)) => Some(signal),
+            _ => self.watch.pending(),
+        };
+        let told = match signal {
+            Some(signal) => Some(self.on_signal(core, signal).await?),
+            None => None,
+        };
+        Ok(match (handed, told, woke) {
+            (Some(claimed), _, _) => Wake::Delivered(claimed),
+            (None, Some(told), _) => told,
+            (None, None, Some(Woke::Shutdown)) => Wake::Done,
+            (None, None, _) => Wake::Claim,
+        })
     }
 
     async fn wait_for(
         &mut self,
         core: &Core,
-        until: Option<Duration>,
-        handed: &mut oneshot::Receiver<Claimed>,
+        deadline: Option<tokio::time::Instant>,
+        handed: Option<&mut oneshot::Receiver<Claimed>>,
     ) -> Woke {
         let sleep = async {
-            match until {
-                Some(d) => tokio::time::sleep(d).await,
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let handed = async {
+            match handed {
+                Some(rx) => rx.await.ok(),
                 None => std::future::pending().await,
             }
         };
@@ -142,12 +180,13 @@ impl Waiter {
             signal = self.watch.changed() => Woke::Bus(signal),
             () = sleep => Woke::Slept,
             () = core.shutdown.cancelled() => Woke::Shutdown,
-            claimed = handed => Woke::Handed(claimed.ok()),
+            claimed = handed => Woke::Handed(claimed),
         }
     }
 
     async fn on_signal(&mut self, core: &Core, signal: DeviceSignal) -> Result<Wake> {
         if signal.waiter.is_some_and(|w| w != self.id) {
+            self.replaced = true;
             return Ok(Wake::Done);
         }
         if signal.keys_changed != self.keys_seen {
@@ -190,12 +229,17 @@ pub async fn poll(
 ) -> Result<Vec<command::Model>> {
     let mut waiter = Waiter::start(core, who).await?;
     let deadline = tokio::time::Instant::now() + wait;
+    let mut next_lease = None;
+    let mut claim_first = true;
     loop {
-        // Boxed: the claim's state is large and lives only while it runs,
-        // not for as long as the poll waits.
-        let (claimed, next_lease) = Box::pin(claim(core, &who, false)).await?;
-        if !claimed.is_empty() {
-            return Ok(claimed);
+        if claim_first {
+            // Boxed: the claim's state is large and lives only while it
+            // runs, not for as long as the poll waits.
+            let (claimed, lease) = Box::pin(claim(core, &who, false)).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
+            next_lease = lease;
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
@@ -209,7 +253,12 @@ pub async fn poll(
         match waiter.wait(core, Some(until)).await? {
             Wake::Done => return Ok(Vec::new()),
             Wake::Delivered(c) if !c.commands.is_empty() => return Ok(c.commands),
-            Wake::Delivered(_) | Wake::Claim => {}
+            // Claimed for, and nothing was deliverable: wait on.
+            Wake::Delivered(c) => {
+                next_lease = c.next_lease;
+                claim_first = false;
+            }
+            Wake::Claim => claim_first = true,
         }
     }
 }

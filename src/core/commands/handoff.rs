@@ -11,14 +11,19 @@
 //! during that commit) leaves the commands leased: they are delivered again
 //! when the lease runs out, as any delivery that was not acknowledged.
 
+use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::claim::Claimed;
+use crate::core::Clock;
 
 /// An offer for as long as its waiter waits: withdrawn when dropped (a
 /// client that leaves mid-wait drops its waiter), so no claim is made for
@@ -56,6 +61,10 @@ impl Drop for Offered {
 #[derive(Default)]
 pub struct Handoffs {
     offers: Mutex<HashMap<Uuid, Offer>>,
+    /// The time a hand-off's claim is made at (leases, expiry).
+    clock: Clock,
+    /// Offers the writer has taken.
+    taken: AtomicU64,
 }
 
 struct Offer {
@@ -65,6 +74,24 @@ struct Offer {
 }
 
 impl Handoffs {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
+    /// Now, by the clock the rest of the server uses.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Offers the writer has taken so far (each one a claim made in the
+    /// batch that queued the device's command).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
     /// `waiter` waits for `device_id`'s commands: the writer may claim for
     /// it. Replaces the device's earlier offer (a newer waiter ends the
     /// older one; the older one's receiver then fails).
@@ -100,6 +127,7 @@ impl Handoffs {
         if offer.org_id != org_id || offer.to.is_closed() {
             return None;
         }
+        self.taken.fetch_add(1, Ordering::Relaxed);
         offers.remove(&device_id).map(|o| o.to)
     }
 

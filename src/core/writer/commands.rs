@@ -19,9 +19,8 @@
 //! A job refused for a reason of its own (an unknown device, an expired
 //! command) answers so, and never fails the batch.
 
-use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -55,13 +54,13 @@ pub(super) async fn run(
     // Devices waiting here for what was just queued: claimed for in this
     // batch, handed over at its commit (see `commands::handoff`).
     let mut handed = Vec::new();
-    for (device_id, now) in queued_for {
+    for device_id in queued_for {
         if let Some(to) = handoffs.take(org, device_id) {
             let req = ClaimRequest {
                 org_id: org,
                 device_id,
                 reclaim: false,
-                now,
+                now: handoffs.now(),
             };
             handed.push((to, req));
         }
@@ -81,15 +80,15 @@ fn changed(tx: &mut BatchTx, org: Uuid, commands: impl IntoIterator<Item = Uuid>
 }
 
 /// Queues the batch's commands; answers the devices that have a new one
-/// (once each), with when it was queued.
+/// (once each).
 async fn enqueues(
     tx: &mut BatchTx,
     org: Uuid,
     jobs: &[&Job],
     idx: &[usize],
     done: &mut [Option<Done>],
-) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
-    let mut queued_for: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+) -> Result<HashSet<Uuid>> {
+    let mut queued_for: HashSet<Uuid> = HashSet::new();
     let mut plain = Vec::new();
     for &i in idx {
         let Job::Command(prepared) = jobs[i] else {
@@ -108,7 +107,7 @@ async fn enqueues(
         }
         let (queued, new) = insert(conn, (**prepared).clone()).await?;
         if new {
-            queued_for.insert(queued.device_id, queued.created_at);
+            queued_for.insert(queued.device_id);
             queued_events(&queued)
                 .into_iter()
                 .for_each(|e| tx.publish(e));
@@ -118,7 +117,7 @@ async fn enqueues(
     if !plain.is_empty() {
         insert_plain_jobs(tx, org, jobs, &plain, done, &mut queued_for).await?;
     }
-    Ok(queued_for.into_iter().collect())
+    Ok(queued_for)
 }
 
 async fn insert_plain_jobs(
@@ -127,7 +126,7 @@ async fn insert_plain_jobs(
     jobs: &[&Job],
     plain: &[usize],
     done: &mut [Option<Done>],
-    queued_for: &mut HashMap<Uuid, DateTime<Utc>>,
+    queued_for: &mut HashSet<Uuid>,
 ) -> Result<()> {
     let stored = insert_plain(tx.scope(org).await?, jobs, plain).await?;
     for &i in plain {
@@ -138,7 +137,7 @@ async fn insert_plain_jobs(
             done[i] = Some(Done::Command(None));
             continue;
         }
-        queued_for.insert(prepared.device_id, prepared.created_at);
+        queued_for.insert(prepared.device_id);
         queued_events(prepared)
             .into_iter()
             .for_each(|e| tx.publish(e));
