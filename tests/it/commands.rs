@@ -283,17 +283,7 @@ async fn a_device_that_leaves_its_stream_releases_its_waiter() {
 async fn a_new_waiter_replaces_the_old_and_revocation_ends_them() {
     let s = common::start().await;
     let (id, key) = s.paired_device("cam").await;
-    let (http, base, k) = (s.http.clone(), s.base.clone(), key.clone());
-    let started = Instant::now();
-    let first = tokio::spawn(async move {
-        let res = http
-            .get(format!("{base}/api/public/v1/commands?wait=30"))
-            .bearer_auth(k)
-            .send()
-            .await
-            .unwrap();
-        (res.status(), started.elapsed())
-    });
+    let first = spawn_poll(&s, &key, 30);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut client = s.device_client(Some(&key)).await;
     let mut stream = client
@@ -301,7 +291,7 @@ async fn a_new_waiter_replaces_the_old_and_revocation_ends_them() {
         .await
         .unwrap()
         .into_inner();
-    let (code, took) = first.await.unwrap();
+    let (code, _, took) = first.await.unwrap();
     assert_eq!(code, StatusCode::OK);
     assert!(
         took < Duration::from_secs(3),

@@ -38,7 +38,7 @@ use crate::{
         insert, queued_events,
     },
     error::Result,
-    store::BatchTx,
+    store::{BatchTx, entities::command},
 };
 
 pub(super) async fn run(
@@ -107,10 +107,7 @@ async fn enqueues(
         }
         let (queued, new) = insert(conn, (**prepared).clone()).await?;
         if new {
-            queued_for.insert(queued.device_id);
-            queued_events(&queued)
-                .into_iter()
-                .for_each(|e| tx.publish(e));
+            newly_queued(tx, &mut queued_for, &queued);
         }
         done[i] = Some(Done::Command(Some(Box::new(queued))));
     }
@@ -118,6 +115,15 @@ async fn enqueues(
         insert_plain_jobs(tx, org, jobs, &plain, done, &mut queued_for).await?;
     }
     Ok(queued_for)
+}
+
+/// A command just queued: its events go out at the commit, and its device
+/// may be waiting for it here.
+fn newly_queued(tx: &mut BatchTx, queued_for: &mut HashSet<Uuid>, queued: &command::Model) {
+    queued_for.insert(queued.device_id);
+    queued_events(queued)
+        .into_iter()
+        .for_each(|e| tx.publish(e));
 }
 
 async fn insert_plain_jobs(
@@ -137,10 +143,7 @@ async fn insert_plain_jobs(
             done[i] = Some(Done::Command(None));
             continue;
         }
-        queued_for.insert(prepared.device_id);
-        queued_events(prepared)
-            .into_iter()
-            .for_each(|e| tx.publish(e));
+        newly_queued(tx, queued_for, prepared);
         done[i] = Some(Done::Command(Some(prepared.clone())));
     }
     Ok(())
@@ -230,20 +233,13 @@ async fn claims(
     handed: Vec<(oneshot::Sender<Claimed>, ClaimRequest)>,
 ) -> Result<()> {
     let (senders, handed_reqs): (Vec<_>, Vec<_>) = handed.into_iter().unzip();
-    let mut senders: Vec<Option<oneshot::Sender<Claimed>>> =
-        senders.into_iter().map(Some).collect();
     let mut rest: Vec<(For, &ClaimRequest)> = idx
         .iter()
         .filter_map(|&i| match jobs[i] {
             Job::Claim(req) => Some((For::Job(i), req)),
             _ => None,
         })
-        .chain(
-            handed_reqs
-                .iter()
-                .enumerate()
-                .map(|(n, r)| (For::Handoff(n), r)),
-        )
+        .chain(senders.into_iter().map(For::Handoff).zip(&handed_reqs))
         .collect();
     while !rest.is_empty() {
         let mut devices = HashSet::new();
@@ -256,8 +252,7 @@ async fn claims(
             changed(tx, org, claimed.changed.iter().copied());
             match to {
                 For::Job(i) => done[i] = Some(Done::Claimed(claimed)),
-                For::Handoff(n) => {
-                    let sender = senders[n].take().expect("each hand-off claims once");
+                For::Handoff(sender) => {
                     tx.after_commit(move || {
                         let _ = sender.send(claimed);
                     });
@@ -270,10 +265,9 @@ async fn claims(
 }
 
 /// Whom a claim answers.
-#[derive(Clone, Copy)]
 enum For {
     /// A job of the batch.
     Job(usize),
-    /// A waiting device's hand-off (its index in the batch's hand-offs).
-    Handoff(usize),
+    /// A waiting device, through its hand-off.
+    Handoff(oneshot::Sender<Claimed>),
 }
