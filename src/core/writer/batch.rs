@@ -267,14 +267,7 @@ async fn insert_readings_postgres(
             true,
         )
         .await?;
-    back.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<Uuid>("", "device_id")?,
-                r.try_get::<i64>("", "seq")?,
-            ))
-        })
-        .collect()
+    seq_pairs(&back)
 }
 
 /// The `(device, seq)` pairs of these jobs already stored: one range per
@@ -312,6 +305,11 @@ async fn stored_seqs(
         )
     };
     let (_, rows) = ranges.run(conn, before, after, &[], true).await?;
+    seq_pairs(&rows)
+}
+
+/// Rows of `device_id` and `seq` as pairs.
+fn seq_pairs(rows: &[sea_orm::QueryResult]) -> Result<HashSet<(Uuid, i64)>> {
     rows.iter()
         .map(|r| {
             Ok((
