@@ -2,7 +2,8 @@
 //! loopback. Figures are ratios against baselines measured in the same run
 //! (the machine is noisy):
 //!
-//! - request rates against `GET /livez` (no auth, no database);
+//! - request rates against `GET /livez` (no auth, no database), measured
+//!   just before and just after each scenario (see [`run::Bracket`]);
 //! - reading rates against a raw insert of the same rows into the same
 //!   database, without the server: `COPY` on PostgreSQL, multi-row
 //!   `INSERT`s in one transaction on SQLite, batches of `concurrency × 50`.
@@ -108,14 +109,18 @@ async fn main() -> Result<(), fleet::Error> {
         }
     };
 
-    let livez = run(
-        "baseline: GET /livez (REST)",
-        seconds,
-        concurrency,
-        0,
-        rest("/livez", None),
-    )
-    .await;
+    let livez = || {
+        run(
+            "baseline: GET /livez (REST)",
+            seconds,
+            concurrency,
+            0,
+            rest("/livez", None),
+        )
+    };
+    // Connections opened and caches filled before anything is measured.
+    run::quietly(1, concurrency, rest("/livez", None)).await;
+    let mut baseline = run::Bracket::new(livez().await.rate);
     let config = run(
         "GET /config (REST)",
         seconds,
@@ -124,6 +129,7 @@ async fn main() -> Result<(), fleet::Error> {
         rest("/api/public/v1/config", None),
     )
     .await;
+    let config_ratio = baseline.ratio(&config, livez().await.rate);
     let hb_rest = run(
         "POST /heartbeat (REST)",
         seconds,
@@ -135,6 +141,7 @@ async fn main() -> Result<(), fleet::Error> {
         ),
     )
     .await;
+    let hb_rest_ratio = baseline.ratio(&hb_rest, livez().await.rate);
     let one_rest = run(
         "POST /sensors, 1 reading (REST)",
         seconds,
@@ -143,6 +150,7 @@ async fn main() -> Result<(), fleet::Error> {
         rest("/api/public/v1/sensors", Some(|d| readings(d, 1))),
     )
     .await;
+    let one_rest_ratio = baseline.ratio(&one_rest, livez().await.rate);
     let fifty_rest = run(
         "POST /sensors, 50 readings (REST)",
         seconds,
@@ -170,6 +178,7 @@ async fn main() -> Result<(), fleet::Error> {
             }
         }
     };
+    baseline.restart(livez().await.rate);
     let hb_grpc = {
         let (channel, devices) = (channel.clone(), devices.clone());
         run(
@@ -193,6 +202,7 @@ async fn main() -> Result<(), fleet::Error> {
         )
         .await
     };
+    let hb_grpc_ratio = baseline.ratio(&hb_grpc, livez().await.rate);
     let one_grpc = run(
         "PushSensors, 1 reading (gRPC)",
         seconds,
@@ -201,6 +211,7 @@ async fn main() -> Result<(), fleet::Error> {
         grpc(1),
     )
     .await;
+    let one_grpc_ratio = baseline.ratio(&one_grpc, livez().await.rate);
     let fifty_grpc = run(
         "PushSensors, 50 readings (gRPC)",
         seconds,
@@ -219,28 +230,27 @@ async fn main() -> Result<(), fleet::Error> {
         "baseline: raw insert of the same rows", "", raw_rows
     );
 
-    let ratio = |o: &Outcome, base: f64| o.rate / base;
     let rows = |o: &Outcome| o.rows / raw_rows;
     println!("\nratios against the baselines (higher is better):");
     println!(
         "  config (REST) ÷ livez                 {:.2}",
-        ratio(&config, livez.rate)
+        config_ratio
     );
     println!(
         "  heartbeat (REST) ÷ livez              {:.2}",
-        ratio(&hb_rest, livez.rate)
+        hb_rest_ratio
     );
     println!(
         "  heartbeat (gRPC) ÷ livez              {:.2}",
-        ratio(&hb_grpc, livez.rate)
+        hb_grpc_ratio
     );
     println!(
         "  1-reading sensors (REST) ÷ livez      {:.2}",
-        ratio(&one_rest, livez.rate)
+        one_rest_ratio
     );
     println!(
         "  1-reading sensors (gRPC) ÷ livez      {:.2}",
-        ratio(&one_grpc, livez.rate)
+        one_grpc_ratio
     );
     println!(
         "  50-reading sensors (REST) ÷ raw rows  {:.2}",

@@ -76,3 +76,52 @@ where
     );
     Outcome { rate, rows }
 }
+
+/// Runs the clients for `seconds` without reporting: a warm-up.
+pub async fn quietly<F, Fut>(seconds: u64, concurrency: usize, make: F)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for client in 0..concurrency {
+        let make = make.clone();
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                make(client).await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("a worker");
+    }
+}
+
+/// Request rates against a baseline measured just before and just after
+/// each scenario (their mean). A shared machine drifts by tens of percent
+/// within one run; a single baseline at the start would put that drift on
+/// every ratio, in whichever direction it went.
+pub struct Bracket {
+    before: f64,
+}
+
+impl Bracket {
+    pub fn new(first: f64) -> Self {
+        Self { before: first }
+    }
+
+    /// `scenario`'s rate over the mean of the baselines around it; `after`
+    /// is the next scenario's `before`.
+    pub fn ratio(&mut self, scenario: &Outcome, after: f64) -> f64 {
+        let mean = (self.before + after) / 2.0;
+        self.before = after;
+        scenario.rate / mean
+    }
+
+    /// Starts again from `now` (after scenarios measured against another
+    /// baseline).
+    pub fn restart(&mut self, now: f64) {
+        self.before = now;
+    }
+}
