@@ -20,6 +20,8 @@ pub struct App {
     /// Resolved device and API keys (see `auth::cache`), kept current by
     /// the bus.
     pub keys: Arc<KeyCache>,
+    /// Which API keys' last use this replica wrote lately.
+    pub last_use: crate::auth::last_use::LastUse,
     pub limits: Limits,
 }
 
@@ -41,6 +43,7 @@ impl App {
             _ => {}
         });
         Self {
+            last_use: Default::default(),
             limits: Limits::new(&config.rate_limits),
             config,
             core,

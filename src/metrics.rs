@@ -60,6 +60,7 @@ pub struct Metrics {
     pub key_cache_evictions: Counter,
     pub key_cache_entries: Gauge,
     pub auth_db_lookups: Counter,
+    pub api_key_last_use_writes: Counter,
     pub rate_limited: Family<BucketLabels, Counter>,
     pub db_connections: Family<PoolLabels, Gauge>,
 }
@@ -130,6 +131,12 @@ impl Metrics {
             "Credential checks that reached the database",
             auth_db_lookups.clone(),
         );
+        let api_key_last_use_writes = Counter::default();
+        registry.register(
+            "api_key_last_use_writes",
+            "Writes of an API key's last use (at most one a minute per key)",
+            api_key_last_use_writes.clone(),
+        );
         let rate_limited = Family::default();
         registry.register(
             "rate_limited",
@@ -153,6 +160,7 @@ impl Metrics {
             key_cache_evictions,
             key_cache_entries,
             auth_db_lookups,
+            api_key_last_use_writes,
             rate_limited,
             db_connections,
         }

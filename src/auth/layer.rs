@@ -389,11 +389,15 @@ pub async fn resolve(app: &App, token: &str, ip: IpAddr) -> Result<Credential> {
         match found {
             Some(k) if k.revoked_at.is_none() => match Role::parse(&k.role) {
                 Some(role) => {
-                    // "Last used" costs a write only on a cache miss (at most
-                    // once a minute per key, `cache::API_KEY_TTL`), never on the hot path.
+                    // "Last used" costs a write on a cache miss, by one of
+                    // the requests that missed together, at most once a
+                    // minute per key (`last_use`), never on the hot path.
                     // Best effort: a busy database must not fail a valid key.
-                    if let Err(e) = record_last_use(&app.core.store, &k, now).await {
-                        tracing::warn!(error = %e, key_id = %k.id, "could not record last use");
+                    if app.last_use.due(k.id, now) {
+                        app.core.metrics.api_key_last_use_writes.inc();
+                        if let Err(e) = record_last_use(&app.core.store, &k, now).await {
+                            tracing::warn!(error = %e, key_id = %k.id, "could not record last use");
+                        }
                     }
                     (
                         Credential::OrgKey(OrgKeyPrincipal {

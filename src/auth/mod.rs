@@ -7,6 +7,7 @@
 //! admin operation cannot be called without an admin principal.
 
 pub mod cache;
+pub mod last_use;
 pub mod layer;
 pub mod secret;
 

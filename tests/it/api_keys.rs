@@ -218,3 +218,48 @@ async fn other_organizations_keys_are_404_and_bad_roles_400() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     }
 }
+
+/// A cached API key goes stale after a minute, and then every request in
+/// flight with it misses the cache at once. One of them writes the key's
+/// last use; the others neither write nor queue behind that row's lock
+/// (they did, one commit after another, and at 1,000 requests/s a request
+/// waited up to a second).
+#[tokio::test]
+async fn a_burst_of_requests_that_miss_the_cache_writes_last_use_once() {
+    let s = common::start_with_clock(|_| {}).await;
+    let writes = || s.app.core.metrics.api_key_last_use_writes.get();
+    assert_eq!(
+        s.get("/api/v1/devices", Some(&s.owner_key)).await.status,
+        StatusCode::OK
+    );
+
+    let burst = |n| {
+        s.app.keys.clear();
+        let requests = (0..n).map(|_| s.get("/api/v1/devices", Some(&s.owner_key)));
+        futures_util::future::join_all(requests)
+    };
+    let before = writes();
+    for a in burst(20).await {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    assert_eq!(writes(), before, "written less than a minute ago");
+
+    s.clock.advance(std::time::Duration::from_secs(61));
+    for a in burst(20).await {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    assert_eq!(writes(), before + 1, "one write for the whole burst");
+    let list = s.get("/api/v1/api-keys", Some(&s.owner_key)).await;
+    let owner = list.body["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| s.owner_key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        owner["last_used_at"].as_str(),
+        Some(swrm::core::rfc3339(s.clock.now()).as_str()),
+        "{owner}"
+    );
+}
