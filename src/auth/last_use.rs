@@ -4,10 +4,9 @@
 //! It is written when a lookup misses the key cache, and a cached API key
 //! goes stale after [`API_KEY_TTL`]: at that moment every request in flight
 //! with the key misses together. Each used to write the same row, one
-//! after the other behind its lock, each waiting for the previous commit:
-//! at 1,000 requests/s with one key, requests waited up to a second (seen
-//! in `loadgen waiters` on PostgreSQL). Now the first of them writes and
-//! the others go on.
+//! after the other behind its lock, each waiting for the previous commit
+//! (eleven such writes of 25-92 ms in one burst, in PostgreSQL's log during
+//! `loadgen waiters`). Now the first of them writes and the others go on.
 
 use chrono::{DateTime, Utc};
 use std::{collections::HashMap, sync::Mutex};

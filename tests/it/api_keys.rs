@@ -222,8 +222,7 @@ async fn other_organizations_keys_are_404_and_bad_roles_400() {
 /// A cached API key goes stale after a minute, and then every request in
 /// flight with it misses the cache at once. One of them writes the key's
 /// last use; the others neither write nor queue behind that row's lock
-/// (they did, one commit after another, and at 1,000 requests/s a request
-/// waited up to a second).
+/// (they did, one commit after another).
 #[tokio::test]
 async fn a_burst_of_requests_that_miss_the_cache_writes_last_use_once() {
     let s = common::start_with_clock(|_| {}).await;
