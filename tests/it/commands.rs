@@ -683,3 +683,43 @@ async fn a_command_for_a_waiting_device_is_delivered_in_the_commit_that_queues_i
         "nothing delivered twice"
     );
 }
+
+/// A delivery of more commands than one update statement holds (the
+/// writer sends at most 64 updates a statement, padded to a power of two):
+/// 150 queued, the first poll takes the first 100 in queue order as
+/// attempt 1, their acks (sent at once, so batched together) all land, and
+/// the next poll takes the other 50.
+#[tokio::test]
+async fn a_delivery_larger_than_one_update_statement_claims_and_acks_every_command() {
+    let s = common::start_with(|c| {
+        c.rate_limits.device_burst = 1000;
+        c.rate_limits.org_key_burst = 1000;
+    })
+    .await;
+    let s = &s;
+    let (id, key) = s.paired_device("cam-bulk").await;
+    let mut queued = Vec::new();
+    for n in 0..150 {
+        let c = queue(s, &id, json!({"type": "ping", "payload": {"n": n}})).await;
+        queued.push(c["id"].as_str().unwrap().to_owned());
+    }
+    let first = poll(s, &key, 0).await;
+    let ids: Vec<&str> = first.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, queued[..100], "the first 100, in queue order");
+    assert!(first.iter().all(|c| c["attempt"] == 1), "{first:?}");
+    let answers = futures_util::future::join_all(ids.iter().map(|id| {
+        let key = key.clone();
+        async move { ack(s, &key, id, json!({"status": "succeeded"})).await }
+    }))
+    .await;
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    for id in [ids[0], ids[63], ids[64], ids[99]] {
+        assert_eq!(status(s, id).await["status"], "succeeded");
+    }
+    let rest = poll(s, &key, 0).await;
+    let rest: Vec<&str> = rest.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(rest, queued[100..], "then the other 50");
+    assert_eq!(status(s, queued[149].as_str()).await["status"], "delivered");
+}

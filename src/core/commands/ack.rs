@@ -225,18 +225,14 @@ async fn read(conn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<command::M
 async fn write(conn: &DatabaseTransaction, rows: &[&command::Model]) -> Result<()> {
     let backend = conn.get_database_backend();
     if backend == DatabaseBackend::Postgres {
-        let updates = rows
-            .iter()
-            .map(|c| {
-                (
-                    "UPDATE commands SET status = $, lease_until_ms = $, result = $, \
-                     message = $, updated_at = $ WHERE id = $ RETURNING id"
-                        .to_owned(),
-                    columns(c).to_vec(),
-                )
-            })
-            .collect();
-        update_each_by_id(conn, updates).await?;
+        let values = rows.iter().map(|c| columns(c).to_vec()).collect();
+        update_each_by_id(
+            conn,
+            "UPDATE commands SET status = $, lease_until_ms = $, result = $, \
+             message = $, updated_at = $ WHERE id = $ RETURNING id",
+            values,
+        )
+        .await?;
         return Ok(());
     }
     for chunk in rows.chunks(ACKS_PER_STATEMENT) {

@@ -219,23 +219,21 @@ async fn deliver(
          lease_until_ms = $, updated_at = $"
     );
     if conn.get_database_backend() == DatabaseBackend::Postgres {
-        let updates = deliveries
+        let rows = deliveries
             .iter()
             .map(|(n, c)| {
                 let now = reqs[*n].now;
-                (
-                    format!("{set} WHERE id = $ AND attempt = $ AND status = $ RETURNING id"),
-                    vec![
-                        lease_until(now).into(),
-                        now.into(),
-                        c.id.into(),
-                        c.attempt.into(),
-                        c.status.clone().into(),
-                    ],
-                )
+                vec![
+                    lease_until(now).into(),
+                    now.into(),
+                    c.attempt.into(),
+                    c.status.clone().into(),
+                    c.id.into(),
+                ]
             })
             .collect();
-        return update_each_by_id(conn, updates).await;
+        let update = format!("{set} WHERE attempt = $ AND status = $ AND id = $ RETURNING id");
+        return update_each_by_id(conn, &update, rows).await;
     }
     let mut rows = Columns::new(&[Kind::Uuid, Kind::Int, Kind::Text, Kind::Int, Kind::Time]);
     for (n, c) in deliveries {
