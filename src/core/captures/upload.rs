@@ -202,14 +202,17 @@ where
         }),
         None => None,
     };
-    let facts = image.finish().await?;
+    // The snapshot is read while the image is made durable (fsyncs, or
+    // the object store's last request): neither waits for the other.
+    let (facts, snapshot) = tokio::join!(image.finish(), sensor_snapshot(core, who, now));
+    let facts = facts?;
     check_detections(&meta.detections, facts.width, facts.height)?;
     if let Some(id) = capture_id
         && let Some(found) = existing(core, who, id).await?
     {
         return Ok(Stored::AlreadyThere(found));
     }
-    let snapshot = sensor_snapshot(core, who, now).await?;
+    let snapshot = snapshot?;
     failpoint::hit("capture-before-row");
     let id = capture_id.unwrap_or_else(new_id);
     let received_ms = now.timestamp_millis();
