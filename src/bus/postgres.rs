@@ -82,15 +82,16 @@ fn batch_payloads(from: Uuid, events: &[Event]) -> Vec<String> {
     payloads
 }
 
-/// Sends `event` to the other replicas when `tx` commits.
-pub async fn notify(tx: &DatabaseTransaction, from: Uuid, event: Event) -> Result<()> {
+/// Sends `event` to the other replicas when `conn` commits (a
+/// transaction, or a connection in autocommit: at once).
+pub async fn notify(conn: &impl ConnectionTrait, from: Uuid, event: Event) -> Result<()> {
     let payload = serde_json::to_string(&Envelope { from, event }).expect("events serialize");
-    send(tx, payload).await
+    send(conn, payload).await
 }
 
-/// One notification on the events channel, sent when `tx` commits.
-async fn send(tx: &DatabaseTransaction, payload: String) -> Result<()> {
-    tx.execute_raw(Statement::from_sql_and_values(
+/// One notification on the events channel, sent when `conn` commits.
+async fn send(conn: &impl ConnectionTrait, payload: String) -> Result<()> {
+    conn.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "SELECT pg_notify($1, $2)",
         [CHANNEL.into(), payload.into()],

@@ -138,9 +138,10 @@ impl Store {
     /// on PostgreSQL to every other replica.
     pub async fn announce(&self, event: Event) -> Result<()> {
         if self.bus.is_shared() {
-            let tx = self.db.begin().await?;
-            bus::postgres::notify(&tx, self.bus.replica(), event).await?;
-            tx.commit().await?;
+            // One statement in autocommit, its own transaction: one round
+            // trip where BEGIN, the notification and COMMIT were three
+            // (every long poll and stream announces itself).
+            bus::postgres::notify(&self.db, self.bus.replica(), event).await?;
         }
         self.bus.deliver(&[event]);
         Ok(())
