@@ -220,18 +220,14 @@ pub(crate) async fn update_each_by_id(
     let mut updated = HashSet::new();
     for chunk in rows.chunks(UPDATES_PER_STATEMENT) {
         let size = chunk.len().next_power_of_two();
-        let mut values = Vec::new();
-        for k in 0..size {
-            match chunk.get(k) {
-                Some(row) => values.extend(row.iter().cloned()),
-                None => {
-                    let mut pad = chunk[0].clone();
-                    if let Some(id) = pad.last_mut() {
-                        *id = Uuid::nil().into();
-                    }
-                    values.extend(pad);
-                }
-            }
+        let mut values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        // The first row's values with the nil id: an update of nothing.
+        let mut pad = chunk[0].clone();
+        if let Some(id) = pad.last_mut() {
+            *id = Uuid::nil().into();
+        }
+        for _ in chunk.len()..size {
+            values.extend(pad.iter().cloned());
         }
         let ctes: Vec<String> = (0..size).map(|k| format!("u{k} AS ({update})")).collect();
         let select = (0..size)
