@@ -72,6 +72,9 @@ async fn heartbeats(
     if merged.is_empty() {
         return Ok(());
     }
+    // In key order, so the upsert walks `device_liveness` page by page
+    // instead of seeking a random page per row (ids are time-ordered v7).
+    merged.sort_unstable_by_key(|h| h.device_id);
     let mut cols = Columns::new(&[
         Kind::Uuid,
         Kind::Time,
