@@ -72,8 +72,10 @@ async fn heartbeats(
     if merged.is_empty() {
         return Ok(());
     }
-    // In key order, so the upsert walks `device_liveness` page by page
-    // instead of seeking a random page per row (ids are time-ordered v7).
+    // In key order (ids are time-ordered v7), so the upsert's key lookups
+    // walk the primary-key index in order instead of seeking at random.
+    // The rows themselves sit in first-heard order on both databases, so
+    // this is a small saving: 7% of the statement's time in isolation.
     merged.sort_unstable_by_key(|h| h.device_id);
     let mut cols = Columns::new(&[
         Kind::Uuid,
